@@ -402,7 +402,7 @@ def decode_words(words, vocab: Vocabulary, strict: bool = True) -> tuple[GridNot
     bar_start, bar_len, onset, vel = None, config.bar_steps(4, 4), None, config.velocity_bins // 2
     pending_pitch = None
 
-    def fail(msg: str) -> None:
+    def fail(i: int, w: str, msg: str) -> None:
         if strict:
             raise DecodeError(f"word {i} ({w!r}): {msg}")
 
@@ -412,19 +412,19 @@ def decode_words(words, vocab: Vocabulary, strict: bool = True) -> tuple[GridNot
         if w in SPECIALS or w.startswith("inst_"):
             continue
         if pending_pitch is not None and not w.startswith("dur_"):
-            fail("a pitch must be followed by its duration")
+            fail(i, w, "a pitch must be followed by its duration")
             pending_pitch = None
         if w == BAR:
             bar_start = 0 if bar_start is None else bar_start + bar_len
             onset = None
         elif w.startswith("ts_"):
             if bar_start is None or onset is not None:
-                fail("a time signature must follow 'bar'")
+                fail(i, w, "a time signature must follow 'bar'")
                 continue
             n, d = (int(x) for x in w[3:].split("/"))
             steps = config.bar_steps(n, d)
             if steps is None:
-                fail("time signature outside the vocabulary")
+                fail(i, w, "time signature outside the vocabulary")
                 continue
             bar_len = steps
             if starts[-1] == bar_start:
@@ -435,14 +435,14 @@ def decode_words(words, vocab: Vocabulary, strict: bool = True) -> tuple[GridNot
         elif w.startswith("pos_"):
             k = int(w[4:])
             if bar_start is None or k >= bar_len or (onset is not None and bar_start + k <= onset):
-                fail("position outside the bar or not moving forward")
+                fail(i, w, "position outside the bar or not moving forward")
                 continue
             onset = bar_start + k
         elif w.startswith("vel_"):
             vel = int(w[4:])
         elif w.startswith("dur_"):
             if pending_pitch is None:
-                fail("a duration must follow a pitch")
+                fail(i, w, "a duration must follow a pitch")
                 continue
             onsets.append(onset)
             durs.append(int(w[4:]))
@@ -453,10 +453,10 @@ def decode_words(words, vocab: Vocabulary, strict: bool = True) -> tuple[GridNot
             try:
                 p = word_pitch(w)
             except ValueError:
-                fail("unknown word")
+                fail(i, w, "unknown word")
                 continue
             if onset is None:
-                fail("a pitch needs a position first")
+                fail(i, w, "a pitch needs a position first")
                 continue
             pending_pitch = p
     arr = [np.asarray(x, dtype=np.int64) for x in (onsets, durs, pitches, vels)]
