@@ -69,7 +69,13 @@ def program_key(program: int, is_drum: bool = False) -> str:
 
 
 def instrument_key(mode: str, program: int, is_drum: bool, track_name: str) -> str:
-    """The key of a track: by GM ``program`` or by track ``name`` (falls back to program)."""
+    """The key of a track: by GM ``program`` or by track ``name`` (falls back to program).
+
+    Drum tracks are always ``drums`` whatever their name: they sound on channel 10 and
+    their pitches are kit pieces, not notes, so they must never share a key with a melody.
+    """
+    if is_drum:
+        return DRUMS
     if mode == "program":
         return program_key(program, is_drum)
     if mode == "name":
