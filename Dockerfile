@@ -1,0 +1,24 @@
+# DeepOrb on a GPU machine: CUDA PyTorch base image, the package on top.
+#   docker build -t deeporb .
+#   docker run --gpus all -v $PWD/data:/app/data -v $PWD/outputs:/app/outputs deeporb \
+#       train.py trainer=gpu data=beethoven_folder
+# Any of the three entry points runs: encode.py, train.py, sample.py.
+FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    WANDB_MODE=offline
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fluidsynth fluid-soundfont-gm \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+# dependencies first, so code changes do not reinstall them; torch comes from the base image
+COPY pyproject.toml README.md ./
+COPY deeporb/__init__.py deeporb/__init__.py
+RUN pip install -e .
+COPY . .
+
+ENTRYPOINT ["python"]
+CMD ["train.py", "--help"]
