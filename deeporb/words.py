@@ -246,8 +246,8 @@ class Meter:
             last_start, last_len = starts[-1], config.bar_steps(*sigs[-1])
             offset = max(step - last_start, 0)
             snapped = last_start + -(-offset // last_len) * last_len  # next bar line
-            if snapped != step:
-                moved += 1
+            if snapped != step and sig != sigs[-1]:
+                moved += 1  # a real change that had to wait for the next bar line
             if snapped == last_start:
                 sigs[-1] = sig  # a change at the start of the current segment replaces it
                 if len(sigs) > 1 and sigs[-1] == sigs[-2]:
