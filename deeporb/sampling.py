@@ -45,6 +45,7 @@ from deeporb.words import (
 SPECIAL, KBAR, KTS, KPOS, KVEL, KPITCH, KDUR, KINST = range(len(WORD_KINDS))
 assert WORD_KINDS == ("special", "bar", "ts", "pos", "vel", "pitch", "dur", "inst")
 MAX_BAR_WORDS = 512  # words one generated bar may hold before only `bar` is allowed
+NUCLEUS_GUESS = 32  # candidates searched for the top-p nucleus before sorting whole rows
 
 
 # ---------------------------------------------------------------------------------------
@@ -204,31 +205,38 @@ class Grammar:
         for (n, d), i in vocab.ts_ids.items():
             ts_steps[i] = c.bar_steps(n, d)
         self.ts_steps = ts_steps.to(device)
-        self.pos_range = torch.arange(self.n_pos, device=device)
-        self.pitch_range = torch.arange(128, device=device)
+        # the mask is three lookups: words allowed by (previous kind, bar has room, row may
+        # stop, chord may rise), then positions by (position, bar length), pitches by last pitch
+        self.table = self._kind_table().to(device)
+        k = torch.arange(self.n_pos)
+        pos, bar_len = torch.arange(-1, self.n_pos)[:, None, None], torch.arange(self.n_pos + 1)[None, :, None]
+        self.pos_ok = ((k > pos) & (k < bar_len)).to(device)  # [pos + 1, bar_len, k]
+        self.pitch_ok = (torch.arange(128)[None] > torch.arange(-1, 128)[:, None]).to(device)
+
+    def _kind_table(self) -> torch.Tensor:
+        """(64, V) bool indexed by ``prev + 8 * (room + 2 * may_stop + 4 * chord_may_rise)``."""
+        table = torch.zeros(len(WORD_KINDS) * 8, self.size, dtype=torch.bool)
+        for prev in range(len(WORD_KINDS)):
+            for flags in range(8):
+                room, may_stop, rise = bool(flags & 1), bool(flags & 2), bool(flags & 4)
+                row = table[prev + len(WORD_KINDS) * flags]
+                header_or_dur = prev in (KBAR, KTS, KDUR)
+                row[self.bar_id] = header_or_dur or prev == KINST
+                row[self.eos_id] = bool(row[self.bar_id]) and may_stop
+                row[self.pos0 : self.pos0 + self.n_pos] = header_or_dur and room
+                row[self.vel0 : self.vel0 + self.n_vel] = prev == KPOS or (prev == KDUR and room and rise)
+                row[self.pitch0 : self.pitch0 + 128] = prev in (KPOS, KVEL) or (prev == KDUR and room)
+                row[self.dur0 : self.dur0 + self.n_dur] = prev == KPITCH
+        return table
 
     def mask(self, s: GrammarState, target: int) -> torch.Tensor:
         """(B, V) bool: the words each row may take next."""
-        prev = s.prev
-        after_dur = prev == KDUR
-        after_header = (prev == KBAR) | (prev == KTS)
-        room = s.bar_words < self.max_bar_words
-        allowed = torch.zeros(prev.shape[0], self.size, dtype=torch.bool, device=prev.device)
-        can_bar = after_header | after_dur | (prev == KINST)
-        allowed[:, self.bar_id] = can_bar
-        allowed[:, self.eos_id] = can_bar & (s.bars >= target)
+        flags = (s.bar_words < self.max_bar_words).long() + 2 * (s.bars >= target).long()
+        flags += 4 * (s.last_pitch < 127).long()
+        allowed = self.table[s.prev + len(WORD_KINDS) * flags]
+        allowed[:, self.pos0 : self.pos0 + self.n_pos] &= self.pos_ok[s.pos + 1, s.bar_len]
+        allowed[:, self.pitch0 : self.pitch0 + 128] &= self.pitch_ok[s.last_pitch + 1]
         allowed[:, self.pad_id] = s.done
-        can_pos = (after_header | after_dur) & room
-        allowed[:, self.pos0 : self.pos0 + self.n_pos] = (
-            can_pos[:, None] & (self.pos_range > s.pos[:, None]) & (self.pos_range < s.bar_len[:, None])
-        )
-        can_vel = (prev == KPOS) | (after_dur & room & (s.last_pitch < 127))
-        allowed[:, self.vel0 : self.vel0 + self.n_vel] = can_vel[:, None]
-        can_pitch = (prev == KPOS) | (prev == KVEL) | (after_dur & room)
-        allowed[:, self.pitch0 : self.pitch0 + 128] = can_pitch[:, None] & (
-            self.pitch_range > s.last_pitch[:, None]
-        )
-        allowed[:, self.dur0 : self.dur0 + self.n_dur] = (prev == KPITCH)[:, None]
         return allowed
 
     def advance(self, s: GrammarState, token: torch.Tensor, target: int | None = None) -> torch.Tensor:
@@ -262,26 +270,59 @@ class Grammar:
 # batched generation
 
 
-def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """Temperature, then top-k, then nucleus (top-p) filtering; masked words stay at -inf."""
-    logits = logits / temperature
-    if 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, -math.inf)
-    if 0.0 < top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        drop = probs.cumsum(-1) - probs > top_p  # keeps the word that crosses top_p
-        sorted_logits = sorted_logits.masked_fill(drop, -math.inf)
-        logits = torch.full_like(logits, -math.inf).scatter(-1, order, sorted_logits)
-    return logits
+def candidates(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Temperature, top-k, then nucleus (top-p) -> (weights, word ids; None: all words in order).
+
+    With a filter the candidates come back sorted by weight, so the words still allowed
+    are a prefix of each row. Filtering works on the sorted candidates and never scatters
+    back. Masked words (-inf) get weight 0; the word that crosses ``top_p`` is kept, so at
+    least one candidate always remains.
+    """
+    if temperature != 1.0:
+        logits = logits / temperature
+    size = logits.shape[-1]
+    use_k, use_p = 0 < top_k < size, 0.0 < top_p < 1.0
+    if not (use_k or use_p):
+        return torch.softmax(logits, dim=-1), None
+    if use_k:
+        logits, order = torch.topk(logits, top_k, dim=-1)
+        probs = torch.softmax(logits, dim=-1)
+    else:
+        # a full sort of every row costs as much as the LSTM step on a CPU; the nucleus
+        # usually lies in the top few words, so look there first and sort only if not
+        full = torch.softmax(logits, dim=-1)
+        probs, order = torch.topk(full, min(size, NUCLEUS_GUESS), dim=-1)
+        short = (probs.sum(-1) <= top_p).nonzero()[:, 0]
+        if len(short) and probs.shape[-1] < size:  # sort just the rows it was not in
+            pad = size - probs.shape[-1]
+            probs = torch.cat([probs, probs.new_zeros(len(probs), pad)], 1)
+            order = torch.cat([order, order.new_zeros(len(order), pad)], 1)
+            probs[short], order[short] = torch.sort(full[short], dim=-1, descending=True)
+    if use_p:
+        probs = probs.masked_fill(probs.cumsum(-1) - probs > top_p, 0.0)
+    return probs, order
 
 
 def choose(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator) -> torch.Tensor:
+    """One word per row: greedy when ``temperature <= 0``, else a filtered random draw.
+
+    ``torch.multinomial`` cost more than the LSTM step at batch 64 on a CPU, so the draw is
+    done by hand: Gumbel-max over all words, or the inverse CDF over sorted candidates
+    (clamped to the last one with weight, so float rounding can never pick a masked word).
+    """
     if temperature <= 0:
         return logits.argmax(-1)
-    probs = torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    weights, order = candidates(logits, temperature, top_k, top_p)
+    u = torch.rand(weights.shape[0], 1 if order is not None else weights.shape[1],
+                   generator=generator, device=weights.device)
+    if order is None:
+        return (weights.log() - (-u.clamp_min(1e-20).log()).log()).argmax(-1)
+    cdf = weights.cumsum(-1)
+    pick = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
+    pick = torch.minimum(pick, (weights > 0).sum(-1, keepdim=True) - 1)
+    return order.gather(1, pick)[:, 0]
 
 
 @torch.inference_mode()
@@ -330,7 +371,7 @@ def generate(
         token = choose(logits.masked_fill(~allowed, -math.inf), temperature, top_k, top_p, generator)
         finished = grammar.advance(s, token, target)
         keep = ~finished
-        steps.append((active[keep], token[keep]))
+        steps.append((active, token, keep))
         if not bool(keep.all()):
             if not bool(keep.any()):
                 break
@@ -340,8 +381,8 @@ def generate(
         logits, state = model.step(token, state)
     else:
         raise RuntimeError(f"generation did not finish in {max_steps} steps (grammar bug)")
-    for rows, tokens in steps:  # one sync at the end instead of one per step
-        for r, t in zip(rows.tolist(), tokens.tolist(), strict=True):
+    for rows, tokens, keep in steps:  # gathered once at the end, not per step
+        for r, t in zip(rows[keep].tolist(), tokens[keep].tolist(), strict=True):
             out[r].append(t)
     k = len(prompts)
     return [[out[i * k + j] for j in range(k)] for i in range(num_samples)]

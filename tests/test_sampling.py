@@ -27,11 +27,16 @@ from deeporb.midi import read_midi
 from deeporb.model import LSTMGenerator
 from deeporb.sampling import (
     KBAR,
+    KDUR,
+    KPITCH,
+    KPOS,
     KTS,
+    KVEL,
     Grammar,
     GrammarState,
     build_prompts,
-    filter_logits,
+    candidates,
+    choose,
     generate,
     load_generator,
     load_primer,
@@ -50,6 +55,7 @@ from deeporb.words import (
     Vocabulary,
     decode_words,
     encode,
+    pitch_word,
     quantize,
 )
 
@@ -173,6 +179,52 @@ def test_grammar_accepts_what_the_encoder_writes(corpus):
             assert g.mask(s, target=10**6)[0, tok], (vocab.words[prev], vocab.words[tok])
 
 
+def reference_mask(vocab: Vocabulary, prev, pos, last_pitch, bar_len, bars, bar_words, target, limit):
+    """The grammar of one row, written out word by word (the slow, obvious version)."""
+    allowed = set()
+    header_or_dur = prev in (KBAR, KTS, KDUR)
+    room = bar_words < limit
+    if header_or_dur:
+        allowed.add("bar")
+        if bars >= target:
+            allowed.add(EOS)
+        if room:
+            allowed |= {f"pos_{k}" for k in range(pos + 1, bar_len)}
+    if prev == KPOS or (prev == KDUR and room and last_pitch < 127):
+        allowed |= {f"vel_{v}" for v in range(vocab.config.velocity_bins)}
+    if prev in (KPOS, KVEL) or (prev == KDUR and room):
+        allowed |= {pitch_word(p) for p in range(last_pitch + 1, 128)}
+    if prev == KPITCH:
+        allowed |= {f"dur_{int(d)}" for d in vocab.config.duration_steps}
+    return allowed
+
+
+def test_vectorised_mask_matches_the_written_out_grammar(corpus):
+    vocab, _ = corpus
+    g = Grammar(vocab, max_bar_words=20)
+    rng = np.random.default_rng(0)
+    n = 400
+    kinds = rng.choice([KBAR, KTS, KPOS, KVEL, KPITCH, KDUR], n)
+    bar_len = rng.choice([12, 36, 48, 96], n)
+    pos = np.array([rng.integers(0, b) for b in bar_len])
+    last_pitch = rng.choice([-1, 0, 60, 126, 127], n)
+    # keep to reachable states: a header resets both, a position resets the chord,
+    # a velocity inside a chord needs a higher pitch to follow
+    header = (kinds == KBAR) | (kinds == KTS)
+    pos[header] = -1
+    last_pitch[header | (kinds == KPOS)] = -1
+    last_pitch[(kinds == KVEL) & (last_pitch == 127)] = 126
+    bars, bar_words = rng.integers(1, 5, n), rng.integers(1, 25, n)
+    s = GrammarState(*(torch.as_tensor(a) for a in (kinds, pos, last_pitch, bar_len, bars, bar_words)),
+                     done=torch.zeros(n, dtype=torch.bool))
+    mask = g.mask(s, target=3)
+    for i in range(n):
+        got = {vocab.words[j] for j in torch.nonzero(mask[i])[:, 0].tolist()}
+        want = reference_mask(vocab, kinds[i], pos[i], last_pitch[i], bar_len[i], bars[i], bar_words[i], 3, 20)
+        assert got == want, i
+        assert got  # never a dead end
+
+
 def test_every_row_decodes_strictly_and_has_the_bars_asked(corpus):
     """Random weights, hot temperature, several filters: every row is still valid music."""
     vocab, _ = corpus
@@ -219,20 +271,30 @@ def test_batched_state_carrying_matches_refeeding_the_history(corpus):
         assert rows[1][j] == out  # greedy: both samples agree
 
 
-def test_filter_logits_top_k_and_top_p():
+def kept_words(logits, temperature, top_k, top_p) -> list[int]:
+    weights, order = candidates(logits, temperature, top_k, top_p)
+    ids = order if order is not None else torch.arange(logits.shape[-1])[None]
+    return sorted(ids[weights > 0].tolist())
+
+
+def test_candidates_apply_temperature_top_k_and_top_p():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    kept = torch.isfinite(filter_logits(logits, 1.0, 2, 1.0))
-    assert kept.tolist() == [[True, True, False, False]]
-    kept = torch.isfinite(filter_logits(logits, 1.0, 0, 0.7))
-    assert kept.tolist() == [[True, True, False, False]]  # 0.5 < 0.7, 0.8 crosses it
-    kept = torch.isfinite(filter_logits(logits, 1.0, 0, 0.4))
-    assert kept.tolist() == [[True, False, False, False]]
+    assert kept_words(logits, 1.0, 0, 1.0) == [0, 1, 2, 3]
+    assert kept_words(logits, 1.0, 2, 1.0) == [0, 1]
+    assert kept_words(logits, 1.0, 0, 0.7) == [0, 1]  # 0.5 < 0.7, 0.8 crosses it
+    assert kept_words(logits, 1.0, 0, 0.4) == [0]
+    weights, _ = candidates(logits, 1.0, 3, 1.0)
+    assert torch.allclose(weights, torch.tensor([[0.5, 0.3, 0.15]]) / 0.95)
     masked = logits.clone()
     masked[0, 0] = -math.inf
-    kept = torch.isfinite(filter_logits(masked, 1.0, 3, 0.5))
-    assert kept.tolist() == [[False, True, False, False]]  # renormalised: 0.3/0.5 = 0.6 > 0.5
-    kept = torch.isfinite(filter_logits(masked, 2.0, 3, 0.5))
-    assert kept.tolist() == [[False, True, True, False]]  # hotter: sqrt-weights give 0.47 < 0.5
+    assert kept_words(masked, 1.0, 3, 0.5) == [1]  # renormalised: 0.3/0.5 = 0.6 > 0.5
+    assert kept_words(masked, 2.0, 3, 0.5) == [1, 2]  # hotter: sqrt-weights give 0.47 < 0.5
+    assert kept_words(masked, 1.0, 0, 1.0) == [1, 2, 3]  # a masked word never comes back
+    g = torch.Generator().manual_seed(0)
+    draws = choose(masked.repeat(2000, 1), 1.0, 0, 0.8, g)
+    counts = torch.bincount(draws, minlength=4).tolist()
+    assert counts[0] == 0 and counts[3] == 0 and 1200 < counts[1] < 1470  # 0.6 / 0.9 = 2/3
+    assert choose(masked, 0.0, 0, 1.0, g).tolist() == [1]
 
 
 def test_tidy_notes_cuts_overlaps_of_one_pitch():

@@ -1,0 +1,135 @@
+"""Words per second of batched, grammar-constrained generation against the original sampling loop.
+
+    python benchmarks/sample_speed.py [--samples 64] [--bars 8] [--repeats 3] [--ckpt PATH] [--threads N]
+
+The original approach generated one sample at a time, one word per network step, and
+picked each word in Python: logits to numpy, top-k, softmax, ``rng.choice`` (here it
+carries the LSTM state too, so it re-feeds nothing: the fairest version of it). The new
+sampler steps ``--samples`` rows together with the grammar mask, top-p filtering and the
+draw all in torch (``deeporb.sampling.generate``). Both run on the same model (lstm_small:
+2 x 256, random weights unless ``--ckpt`` is given) in this one process, in alternating
+rounds so that a busy machine slows both alike; the best round of each is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine, write_section  # noqa: E402
+
+from deeporb.model import LSTMGenerator  # noqa: E402
+from deeporb.sampling import build_prompts, generate, load_generator, session_meter  # noqa: E402
+from deeporb.words import BOS, EncodingConfig, Vocabulary  # noqa: E402
+
+INSTRUMENTS = ("acoustic_bass", "acoustic_grand_piano", "drums", "violin")
+
+
+def lstm_small(seed: int = 0) -> LSTMGenerator:
+    """configs/model/lstm_small.yaml's network with random weights."""
+    torch.manual_seed(seed)
+    vocab = Vocabulary(EncodingConfig(), INSTRUMENTS)
+    return LSTMGenerator(vocab.to_dict(), embed_dim=256, hidden_size=256, num_layers=2,
+                         dropout=0.1, tie_weights=True).eval()
+
+
+@torch.inference_mode()
+def original_loop(model, key: str, words: int, top_k: int, seed: int) -> tuple[int, float]:
+    """One sequence, one word per step, the choice made in numpy. -> (words, seconds)."""
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    state = None
+    for word in (BOS, f"inst_{key}"):
+        logits, state = model.step(torch.tensor([model.vocab.index[word]]), state)
+    for _ in range(words):
+        p = logits[0].numpy().astype(np.float64)
+        top = np.argpartition(p, -top_k)[-top_k:]
+        w = np.exp(p[top] - p[top].max())
+        token = int(rng.choice(top, p=w / w.sum()))
+        logits, state = model.step(torch.tensor([token]), state)
+    return words, time.perf_counter() - t0
+
+
+def batched(model, key: str, samples: int, bars: int, top_k: int, top_p: float, seed: int) -> tuple[int, float]:
+    """``samples`` rows of ``bars`` bars in one batch. -> (words generated, seconds)."""
+    t0 = time.perf_counter()
+    meter = session_meter({}, model.vocab.config)
+    prompts = build_prompts(model.vocab, [key], meter, None)
+    rows = generate(model, prompts, samples, bars, temperature=1.0, top_k=top_k, top_p=top_p, seed=seed)
+    return sum(len(r) for sample in rows for r in sample), time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--bars", type=int, default=16)
+    parser.add_argument("--baseline-words", type=int, default=1500)
+    parser.add_argument("--top-k", type=int, default=5, help="the original loop's top-k")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ckpt", type=Path, default=None, help="a trained checkpoint instead of random weights")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_generator(args.ckpt) if args.ckpt else lstm_small()
+    key = model.vocab.instruments[0]
+    k, n = args.top_k, args.samples
+    runs = [  # (sampler, batch, run(seed) -> (words, seconds))
+        (f"original loop, numpy top-{k}", 1, lambda r: original_loop(model, key, args.baseline_words, k, r)),
+        (f"batched, top-{k}", 1, lambda r: batched(model, key, 1, args.bars, k, 1.0, r)),
+        (f"batched, top-{k}", 16, lambda r: batched(model, key, 16, args.bars, k, 1.0, r)),
+        (f"batched, top-{k}", n, lambda r: batched(model, key, n, args.bars, k, 1.0, r)),
+        ("batched, top-p 0.95 (sample.py default)", n, lambda r: batched(model, key, n, args.bars, 0, 0.95, r)),
+    ]
+    for _, _, run in runs:  # warm-up: first calls allocate and initialise kernels
+        run(99)
+    best: list[tuple[int, float] | None] = [None] * len(runs)
+    for r in range(args.repeats):
+        for i, (_, _, run) in enumerate(runs):
+            words, seconds = run(r)
+            if best[i] is None or words / seconds > best[i][0] / best[i][1]:
+                best[i] = (words, seconds)
+    base_rate = best[0][0] / best[0][1]
+    rows = []
+    for (name, batch, _), (words, seconds) in zip(runs, best, strict=True):
+        rate = words / seconds
+        rows.append(f"| {name} | {batch} | {words:,} | {seconds:.3f} | {rate:,.0f} | {rate / base_rate:.1f}× |")
+    weights = f"checkpoint `{args.ckpt.name}`" if args.ckpt else "random weights"
+    options = {"samples": n, "bars": args.bars, "top-k": k, "repeats": args.repeats, "threads": args.threads}
+    command = "python benchmarks/sample_speed.py" + "".join(f" --{o} {v}" for o, v in options.items())
+    if args.ckpt:
+        command += f" --ckpt {args.ckpt}"
+    hp = model.hparams
+    markdown = "\n".join([
+        "## Sampling speed",
+        "",
+        f"`{command}`; {machine()}, {torch.get_num_threads()} torch thread(s). "
+        f"Model: {hp.num_layers} × {hp.hidden_size} LSTM, embedding {hp.embed_dim} "
+        f"({model.parameter_count():,} parameters, {weights}), "
+        f"{len(model.vocab)} words. Best of {args.repeats} alternating rounds, one process.",
+        "",
+        "The original loop samples one sequence, one word per network step, choosing in numpy "
+        f"(top-{k}); it carries the LSTM state and has no grammar. The batched sampler "
+        "(`deeporb.sampling.generate`) steps all rows together with the grammar mask, the filter "
+        f"and the draw in torch; each row writes {args.bars} bars and leaves the batch when done "
+        "(words counted are the words the rows kept). The top-p row sorts candidates per step; "
+        "random weights spread probability widely, so its nucleus is larger than a trained model's.",
+        "",
+        "| sampler | batch | words | seconds | words/s | vs original |",
+        "|---|---:|---:|---:|---:|---:|",
+        *rows,
+    ])
+    print(markdown)
+    if not args.no_write:
+        write_section("sample_speed", markdown)
+
+
+if __name__ == "__main__":
+    main()
