@@ -17,8 +17,15 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+DEMO := outputs/demo
+
+# encode the Bach chorales, train about a minute on the CPU, then sample 4 pieces
 demo: setup
-	$(PY) encode.py dataset=bach_chorales session=bach_chorales
+	$(PY) encode.py dataset=bach_chorales
+	rm -rf $(DEMO)/run
+	$(PY) train.py experiment=demo hydra.run.dir=$(DEMO)/run
+	$(PY) sample.py ckpt_path=$(DEMO)/run num_samples=4 bars=16 seed=1 out_dir=$(DEMO)/samples
+	@echo "demo done: samples (MIDI + piano rolls) in $(DEMO)/samples, training run in $(DEMO)/run"
 
 lint: setup
 	$(PY) -m ruff check .
