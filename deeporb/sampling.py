@@ -67,8 +67,8 @@ def resolve_checkpoint(path: str | Path | None) -> Path:
             best = json.loads(metrics.read_text()).get("best_checkpoint")
         except (json.JSONDecodeError, AttributeError):
             best = None
-        if best:
-            for candidate in (Path(best), p / best):
+        if best:  # absolute when written; the folder may have moved since
+            for candidate in (Path(best), p / best, p / "checkpoints" / Path(best).name):
                 if candidate.is_file():
                     return candidate
     for folder in (p / "checkpoints", p):
@@ -695,7 +695,7 @@ def print_summary(results: list[SampleResult], out_dir: str | Path) -> None:
     for col in ("sample", "instruments", "notes", "bars", "pitch range", "seconds"):
         table.add_column(col, justify="left" if col in ("sample", "instruments") else "right")
     for r in results:
-        span = f"{pitch_word(r.pitch_range[0])}-{pitch_word(r.pitch_range[1])}" if r.pitch_range else "-"
+        span = f"{pitch_word(r.pitch_range[0])} to {pitch_word(r.pitch_range[1])}" if r.pitch_range else "-"
         counts = ", ".join(f"{t.name} ({len(t)})" for t in r.tracks)
         table.add_row(r.midi.name, counts, str(r.notes), str(r.bars), span, f"{r.seconds:.1f}")
     Console().print(table)

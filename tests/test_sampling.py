@@ -109,6 +109,15 @@ def tiny_model(vocab: Vocabulary, session: dict | None = None, seed: int = 0) ->
     )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tests run two to a 2-core machine: one thread each avoids oversubscribed spinning."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Four encoded pieces (one in 3/4) as token sequences, and the vocabulary."""
@@ -290,6 +299,16 @@ def test_candidates_apply_temperature_top_k_and_top_p():
     assert kept_words(masked, 1.0, 3, 0.5) == [1]  # renormalised: 0.3/0.5 = 0.6 > 0.5
     assert kept_words(masked, 2.0, 3, 0.5) == [1, 2]  # hotter: sqrt-weights give 0.47 < 0.5
     assert kept_words(masked, 1.0, 0, 1.0) == [1, 2, 3]  # a masked word never comes back
+    # rows whose nucleus is wider than the first candidates looked at are sorted in full:
+    # the kept sets equal a plain full sort's, row by row
+    rows = torch.randn(40, 300) * torch.linspace(0.1, 8.0, 40)[:, None]
+    rows[::3, ::2] = -math.inf
+    weights, order = candidates(rows, 1.0, 0, 0.9)
+    for i in range(len(rows)):
+        p, o = torch.sort(torch.softmax(rows[i], -1), descending=True)
+        want = o[(p.cumsum(0) - p) <= 0.9]
+        want = want[p[: len(want)] > 0]
+        assert sorted(order[i][weights[i] > 0].tolist()) == sorted(want.tolist()), i
     g = torch.Generator().manual_seed(0)
     draws = choose(masked.repeat(2000, 1), 1.0, 0, 0.8, g)
     counts = torch.bincount(draws, minlength=4).tolist()
@@ -446,6 +465,31 @@ def test_instrument_missing_from_the_primer_gets_empty_primer_bars(model, tmp_pa
     assert notes_of(tracks["drums"], 0, 4) == []
 
 
+def test_primer_tracks_are_keyed_by_name_when_the_session_was(tmp_path):
+    """A session encoded with instrument_key=name keys the primer's tracks by name too."""
+    vocab = Vocabulary(EncodingConfig(), ("alto", "soprano"))
+    session = {"instrument_key": "name", "qpm_median": 80.0,
+               "instruments": {"alto": {"program": 52, "is_drum": False}, "soprano": {"program": 53, "is_drum": False}}}
+    model = tiny_model(vocab, session).eval()
+    primer = tmp_path / "choir.mid"
+    m = miditoolkit.MidiFile(ticks_per_beat=480)
+    for name, pitch in (("Soprano", 72), ("Alto", 65), ("Organ", 48)):
+        inst = miditoolkit.Instrument(0, name=name)  # every track says piano: the names decide
+        inst.notes = [miditoolkit.Note(80, pitch, i * 480, i * 480 + 480) for i in range(8)]
+        m.instruments.append(inst)
+    m.dump(str(primer))
+    results = sample(None, tmp_path / "out", num_samples=1, bars=1, seed=0, primer=primer,
+                     primer_bars=1, render=no_render(), model=model)
+    summary = json.loads((tmp_path / "out" / "samples.json").read_text())
+    assert summary["instruments"] == ["alto", "soprano"] and summary["ignored_primer_instruments"] == ["organ"]
+    tracks = {t.name: t for t in results[0].tracks}
+    assert (tracks["alto"].program, tracks["soprano"].program) == (52, 53)
+    assert notes_of(tracks["soprano"], 0, 4) == [(float(i), 72, 1.0) for i in range(4)]
+    assert notes_of(tracks["alto"], 0, 4) == [(float(i), 65, 1.0) for i in range(4)]
+    with pytest.raises(UserError, match="the primer has acoustic_grand_piano; the model knows alto, soprano"):
+        load_primer(primer, vocab, 1, key_mode="program")
+
+
 def test_primer_errors_are_one_clear_line(model, tmp_path):
     unknown = tmp_path / "strings.mid"
     m = miditoolkit.MidiFile(ticks_per_beat=480)
@@ -475,6 +519,10 @@ def test_run_folder_resolves_to_its_best_checkpoint(run_dir, ckpt, tmp_path):
     assert resolve_checkpoint(run) == run / "checkpoints" / "last.ckpt"
     shutil.copy(ckpt, run / "checkpoints" / "epoch=3-step=9.ckpt")
     (run / "metrics.json").write_text(json.dumps({"best_checkpoint": "checkpoints/epoch=3-step=9.ckpt"}))
+    assert resolve_checkpoint(run) == run / "checkpoints" / "epoch=3-step=9.ckpt"
+    # a run folder moved after training: its metrics.json names the old absolute path
+    moved = {"best_checkpoint": "/old/place/run/checkpoints/epoch=3-step=9.ckpt"}
+    (run / "metrics.json").write_text(json.dumps(moved))
     assert resolve_checkpoint(run) == run / "checkpoints" / "epoch=3-step=9.ckpt"
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -533,7 +581,7 @@ def test_sample_writes_wav_with_fluidsynth(model, tmp_path):
 
 
 def run_app(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "COLUMNS": "120"}
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "COLUMNS": "120", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "sample.py", *args], cwd=ROOT, capture_output=True,
                           text=True, env=env, timeout=300)
 
