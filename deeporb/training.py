@@ -1,0 +1,265 @@
+"""The train stage behind ``train.py``: build data, model, trainer and loggers from the Hydra
+config, fit, evaluate the best checkpoint, and leave everything in the run folder.
+
+A run folder (``outputs/train/DATE/TIME``) holds ``checkpoints/`` (best by ``val/loss`` and
+``last.ckpt``), the loggers' files (``wandb/offline-run-*``, ``csv/``, ``tensorboard/``) and
+``metrics.json`` (final val and test metrics, best checkpoint). Checkpoints are
+self-contained: the model's hyper-parameters hold the vocabulary and the ``session`` facts
+(see :meth:`deeporb.data.SessionDataModule.session_info`), and the resolved run config rides
+along under ``deeporb_config``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+
+from deeporb.errors import UserError
+from deeporb.instruments import safe_key
+from deeporb.model import LSTMGenerator
+from deeporb.words import Vocabulary
+
+SIZE_KEYS = ("embed_dim", "hidden_size", "num_layers", "tie_weights")
+
+
+# ---------------------------------------------------------------------------------------
+# config helpers
+
+
+def wandb_offline() -> bool:
+    """wandb syncs live only when the user has an API key and did not ask for offline mode."""
+    if not os.environ.get("WANDB_API_KEY"):
+        return True
+    return os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled")
+
+
+def session_name(midi_dir: str) -> str:
+    """The session encode.py would make from a folder (its sanitised name)."""
+    return safe_key(Path(str(midi_dir)).expanduser().resolve().name)
+
+
+def register_resolvers() -> None:
+    OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+    OmegaConf.register_new_resolver("session_name", session_name, replace=True)
+
+
+register_resolvers()
+
+
+def resolved(cfg: DictConfig) -> dict:
+    """The whole config as plain data; a missing mandatory value is a one-line user error."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as e:
+        key = e.full_key or "a value"
+        raise UserError(f"missing value for {key}: pass {key}=...") from None
+    except InterpolationResolutionError as e:
+        m = re.search(r"Missing mandatory value: ([\w.]+)", str(e))
+        if m:
+            raise UserError(f"missing value for {m.group(1)}: pass {m.group(1)}=...") from None
+        raise
+
+
+def instantiate_group(group: DictConfig | None) -> list:
+    """Instantiate each ``_target_`` entry of a callbacks/logger group (None entries are off)."""
+    if not group:
+        return []
+    return [instantiate(c, _convert_="all") for c in group.values() if c and "_target_" in c]
+
+
+class ConfigInCheckpoint(pl.Callback):
+    """Store the resolved run config in every checkpoint (reproducibility, not needed to sample)."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["deeporb_config"] = self.config
+
+
+# ---------------------------------------------------------------------------------------
+# checkpoints
+
+
+def load_checkpoint_meta(path: str | Path) -> dict:
+    """The hyper-parameters of a checkpoint (weights are loaded later by Lightning)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"checkpoint {str(p)!r} not found; pass ckpt_path=PATH to a .ckpt file")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+        return dict(ckpt["hyper_parameters"])
+    except Exception as e:  # a truncated or foreign file: say so in one line
+        raise UserError(f"cannot read checkpoint {str(p)!r}: {type(e).__name__}: {str(e).splitlines()[0][:120]}") from None
+
+
+def check_compatible(hparams: dict, vocab: Vocabulary, ckpt_path: str, model_cfg: DictConfig | None) -> None:
+    """A checkpoint must share the data's vocabulary (and, to resume, the model's sizes)."""
+    theirs = Vocabulary.from_dict(hparams["vocab"])
+    if theirs != vocab:
+        raise UserError(
+            f"checkpoint {ckpt_path} has a different vocabulary ({len(theirs)} words, instruments: "
+            f"{', '.join(theirs.instruments)}) than the data ({len(vocab)} words, instruments: "
+            f"{', '.join(vocab.instruments)}); use the checkpoint's data.session/data.instruments "
+            "or train a new model without ckpt_path"
+        )
+    if model_cfg is not None:
+        diff = [f"{k}={hparams.get(k)} vs {model_cfg.get(k)}" for k in SIZE_KEYS if hparams.get(k) != model_cfg.get(k)]
+        if diff:
+            raise UserError(
+                f"checkpoint {ckpt_path} is a different model ({', '.join(diff)}); "
+                "resume with the same model= config"
+            )
+
+
+def data_config_from_checkpoint(cfg: DictConfig, hparams: dict) -> DictConfig:
+    """To evaluate a checkpoint: the sessions, split and instruments it was trained on."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    session = hparams.get("session") or {}
+    same = list(session.get("names", [])) == ([data["session"]] if isinstance(data["session"], str) else list(data["session"]))
+    for src, dst in (("names", "session"), ("sessions_dir", "sessions_dir"), ("val_fraction", "val_fraction"),
+                     ("test_fraction", "test_fraction"), ("instruments_filter", "instruments"), ("seq_len", "seq_len")):
+        if src in session:
+            data[dst] = session[src]
+    if not same:
+        data["encode"] = None
+    return OmegaConf.create(data)
+
+
+def best_checkpoint(trainer: pl.Trainer) -> str:
+    cb = trainer.checkpoint_callback
+    return str(Path(cb.best_model_path).resolve()) if cb is not None and cb.best_model_path else ""
+
+
+# ---------------------------------------------------------------------------------------
+# logging
+
+
+def log_run_facts(loggers: list, config: dict, model: LSTMGenerator, stats: dict) -> None:
+    """Full config, parameter counts and dataset statistics, once, to every logger."""
+    params = {
+        "total": model.parameter_count(),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    facts = {**config, "params": params, "dataset": stats}
+    for logger in loggers:
+        logger.log_hyperparams(facts)
+
+
+def wandb_run_dir(loggers: list) -> Path | None:
+    from pytorch_lightning.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            return Path(logger.experiment.dir).parent
+    return None
+
+
+def finish_wandb(loggers: list) -> None:
+    """Close the wandb run so a multirun's next job starts its own."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+def _plain(metrics: dict) -> dict:
+    return {k: float(v) for k, v in sorted(metrics.items())}
+
+
+def print_report(out_dir: Path, summary: dict, wandb_dir: Path | None, offline: bool) -> None:
+    """Where the run is and what it scored (plain lines: paths must stay copyable)."""
+    print(f"run folder: {out_dir}")
+    if summary.get("best_checkpoint"):
+        print(f"best checkpoint: {summary['best_checkpoint']}")
+    for split in ("val", "test"):
+        m = summary.get(split) or {}
+        shown = [f"{k.split('/')[1]} {v:.4f}" for k, v in m.items() if k.split("/")[1] in ("loss", "ppl", "acc", "bits_per_note")]
+        if shown:
+            print(f"{split}: {', '.join(shown)}")
+    if wandb_dir is not None:
+        if offline:
+            print(f"wandb run (offline): {wandb_dir}\nupload it with: wandb sync {wandb_dir}")
+        else:
+            print(f"wandb run: {wandb_dir}")
+
+
+# ---------------------------------------------------------------------------------------
+# the run
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit and/or evaluate as the config says; write metrics.json; return ``optimized_metric``."""
+    config = resolved(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    offline = wandb_offline()
+    if offline and not os.environ.get("WANDB_MODE"):
+        os.environ["WANDB_MODE"] = "offline"
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    ckpt_path = cfg.get("ckpt_path")
+    hparams = load_checkpoint_meta(ckpt_path) if ckpt_path else None
+    if not cfg.train and hparams is None:
+        raise UserError("train=false needs ckpt_path=PATH to the checkpoint to evaluate")
+
+    data_cfg = data_config_from_checkpoint(cfg, hparams) if (hparams and not cfg.train) else cfg.data
+    datamodule = instantiate(data_cfg, _convert_="all")
+    datamodule.prepare_data()
+    vocab = datamodule.vocab
+    if hparams is not None:
+        check_compatible(hparams, vocab, ckpt_path, cfg.model if cfg.train else None)
+
+    if cfg.train:
+        model = instantiate(cfg.model, vocab=vocab.to_dict(), session=datamodule.session_info(), _convert_="all")
+    else:
+        model = LSTMGenerator.load_from_checkpoint(ckpt_path, map_location="cpu")
+
+    loggers = instantiate_group(cfg.get("logger"))
+    callbacks = instantiate_group(cfg.get("callbacks")) + [ConfigInCheckpoint(config)]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
+    log_run_facts(loggers, config, model, datamodule.statistics())
+
+    summary: dict = {"output_dir": str(out_dir.resolve()), "optimized_metric": cfg.get("optimized_metric")}
+    try:
+        if cfg.train:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            best = best_checkpoint(trainer)
+            summary["best_checkpoint"] = best
+            last = out_dir / "checkpoints" / "last.ckpt"
+            summary["last_checkpoint"] = str(last.resolve()) if last.is_file() else ""
+            evaluate_from = best or None
+        else:
+            summary["best_checkpoint"] = str(Path(ckpt_path).resolve())
+            evaluate_from = None
+        summary["global_step"] = int(trainer.global_step)
+        summary["val"] = _plain(trainer.validate(model, datamodule=datamodule, ckpt_path=evaluate_from, verbose=False)[0])
+        if cfg.test:
+            summary["test"] = _plain(trainer.test(model, datamodule=datamodule, ckpt_path=evaluate_from, verbose=False)[0])
+    except FloatingPointError as e:
+        raise UserError(str(e).splitlines()[0]) from None
+    finally:
+        wandb_dir = wandb_run_dir(loggers) if trainer.is_global_zero else None
+        finish_wandb(loggers)
+
+    if wandb_dir is not None:
+        summary["wandb_dir"] = str(wandb_dir.resolve())
+    if trainer.is_global_zero:
+        (out_dir / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+        print_report(out_dir, summary, wandb_dir, offline)
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    value = summary.get(name.split("/")[0], {}).get(name)
+    return None if value is None or math.isnan(value) else float(value)
