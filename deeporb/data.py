@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from deeporb.corpus import CACHE_DIR, MANIFEST, list_sessions, load_manifest
 from deeporb.errors import UserError
+from deeporb.instruments import safe_key
 from deeporb.words import BOS, EOS, PAD, UNK, EncodingConfig, Vocabulary
 
 SPLITS = ("train", "val", "test")
@@ -413,11 +414,11 @@ class SessionDataModule(pl.LightningDataModule):
         for name in self.names:
             if name in existing:
                 continue
-            if self.encode and len(self.names) == 1:
+            if self._encodes(name):
                 from deeporb.encoder import encode_session
 
                 print(f"session {name!r} not found in {self.sessions_dir}: encoding it now")
-                encode_session(session=name, sessions_dir=str(self.sessions_dir), **self.encode)
+                encode_session(**{**self.encode, "session": name, "sessions_dir": str(self.sessions_dir)})
                 continue
             have = ", ".join(sorted(existing)) or "none"
             raise UserError(
@@ -425,6 +426,17 @@ class SessionDataModule(pl.LightningDataModule):
                 f"make it with: {ENCODE_HINT.replace('NAME', name)}"
             )
         self.load()
+
+    def _encodes(self, name: str) -> bool:
+        """Whether the configured ``encode`` spec builds this session (not some other name)."""
+        spec = self.encode or {}
+        if spec.get("session"):
+            return spec["session"] == name
+        if spec.get("dataset"):
+            return spec["dataset"] == name
+        if spec.get("midi_dir"):
+            return safe_key(Path(str(spec["midi_dir"])).expanduser().resolve().name) == name
+        return False
 
     def load(self) -> None:
         """Read manifests, fix the vocabulary, build or open the caches, cut the windows."""
@@ -434,7 +446,9 @@ class SessionDataModule(pl.LightningDataModule):
             if not (self.sessions_dir / name / MANIFEST).is_file():
                 self.prepare_data()  # raises the one-line error, or encodes
                 return
-        configs = {name: load_manifest(self.sessions_dir / name)["encoding"] for name in self.names}
+        manifests = {name: load_manifest(self.sessions_dir / name) for name in self.names}
+        configs = {name: m["encoding"] for name, m in manifests.items()}
+        self.instrument_key_mode = manifests[self.names[0]].get("instrument_key", "program")
         first = configs[self.names[0]]
         for name, c in configs.items():
             if c != first:
@@ -564,6 +578,7 @@ class SessionDataModule(pl.LightningDataModule):
             "time_signatures": dict(meters.most_common()),
             "instruments": {k: instruments[k] for k in sorted(instruments)},
             "instrument_keys": list(self.vocab.instruments),
+            "instrument_key": self.instrument_key_mode,
             "encoding": self.vocab.config.to_dict(),
             "val_fraction": self.val_fraction,
             "test_fraction": self.test_fraction,
