@@ -16,3 +16,17 @@ def chorale_midi_dir(tmp_path_factory) -> Path:
     folder = export_dataset("bach_chorales", tmp_path_factory.mktemp("datasets"), limit=6)
     assert len(list(folder.glob("*.mid"))) == 6, f"expected 6 chorales in {folder}"
     return folder
+
+
+@pytest.fixture(scope="session")
+def chorale_sessions_dir(chorale_midi_dir, tmp_path_factory) -> Path:
+    """A sessions folder holding ``chorales``: the 6 exported chorales encoded with voices as
+    instruments (soprano/alto/tenor/bass). Split by the default fractions (0.1/0.1) they give
+    4 train, 1 val and 1 test piece. Treat as read-only: copy it to change files.
+    """
+    from deeporb.encoder import encode_session
+
+    sessions = tmp_path_factory.mktemp("sessions")
+    encode_session(midi_dir=str(chorale_midi_dir), session="chorales", sessions_dir=str(sessions),
+                   instrument_key="name", workers=1)
+    return sessions
