@@ -364,7 +364,7 @@ def generate(
     generator = torch.Generator(device=device).manual_seed(int(seed))
     active = torch.arange(n_rows, device=device)
     out: list[list[int]] = [[] for _ in range(n_rows)]
-    steps: list[tuple[torch.Tensor, torch.Tensor]] = []
+    steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (rows, words, kept)
     max_steps = (bars + 1) * (max_bar_words + 4)
     for _ in range(max_steps):
         allowed = grammar.mask(s, target)
