@@ -89,7 +89,7 @@ def load_generator(path: str | Path, device: str = "cpu"):
     from deeporb.model import LSTMGenerator
 
     path = resolve_checkpoint(path)
-    try:
+    try:  # full unpickling, as Lightning does: a checkpoint is trusted like any code you run
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         first = (str(e).splitlines() or [type(e).__name__])[0][:120]
