@@ -261,8 +261,15 @@ def load_cache(session_dir: Path, refs: Sequence[NoteFileRef], vocab: Vocabulary
 # windows
 
 
-def window_starts(body_len: int, width: int, stride: int) -> np.ndarray:
-    """Offsets into a track body of windows of ``width`` words every ``stride``, tail covered."""
+def window_starts(body_len: int, width: int, stride: int, full_tail: bool = True) -> np.ndarray:
+    """Offsets into a track body of windows of ``width`` words every ``stride``.
+
+    ``full_tail``: the last window ends at the body's end (training: a full window, overlapping
+    the previous one). Otherwise the tail is a shorter, padded window, so that with
+    ``stride == width`` every word is in exactly one window (evaluation scores each word once).
+    """
+    if not full_tail:
+        return np.arange(0, max(body_len, 1), stride, dtype=np.int64)
     last = max(body_len - width, 0)
     starts = np.arange(0, last + 1, stride, dtype=np.int64)
     if starts[-1] != last:
@@ -306,6 +313,10 @@ class WindowDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.window_track)
+
+    def __getstate__(self) -> dict:
+        # workers reopen the memmap (shared page cache) and seed their own generator
+        return {**self.__dict__, "_tokens": None, "_rng": None, "_rng_pid": None}
 
     @property
     def tokens(self) -> np.ndarray:
@@ -503,7 +514,6 @@ class SessionDataModule(pl.LightningDataModule):
         """The windows of one split (a ConcatDataset over sessions when there are several)."""
         self.load()
         parts = []
-        width = self.seq_len - 1
         train = split == "train"
         for si, path in enumerate(self.tokens_paths):
             rows = [t for t in self.tracks if t["array"] == si and t["split"] == split]
@@ -512,7 +522,7 @@ class SessionDataModule(pl.LightningDataModule):
             start = np.array([t["start"] for t in rows], dtype=np.int64)
             length = np.array([t["length"] for t in rows], dtype=np.int64)
             transposable = np.array([not t["is_drum"] for t in rows], dtype=bool)
-            offsets = [window_starts(n - 2, width, self.stride if train else width) for n in length]
+            offsets = [self._starts(n - 2, train) for n in length]
             window_track = np.repeat(np.arange(len(rows), dtype=np.int64), [len(o) for o in offsets])
             window_offset = np.concatenate(offsets)
             parts.append(
@@ -527,6 +537,11 @@ class SessionDataModule(pl.LightningDataModule):
                 "add pieces or change data.val_fraction / data.test_fraction"
             )
         return parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
+
+    def _starts(self, body_len: int, train: bool) -> np.ndarray:
+        """Training windows overlap by ``seq_len - stride``; evaluation windows tile the track."""
+        width = self.seq_len - 1
+        return window_starts(body_len, width, self.stride, True) if train else window_starts(body_len, width, width, False)
 
     def setup(self, stage: str | None = None) -> None:
         self.load()
@@ -590,11 +605,9 @@ class SessionDataModule(pl.LightningDataModule):
     def statistics(self) -> dict:
         """Pieces, tracks, words and notes per split, overall and per instrument (for logging)."""
         self.load()
-        width = self.seq_len - 1
         stats: dict = {}
         for split in SPLITS:
             rows = [t for t in self.tracks if t["split"] == split]
-            stride = self.stride if split == "train" else width
             per_inst: dict[str, dict] = {}
             for t in rows:
                 s = per_inst.setdefault(t["instrument"], {"tracks": 0, "words": 0, "notes": 0})
@@ -606,7 +619,7 @@ class SessionDataModule(pl.LightningDataModule):
                 "tracks": len(rows),
                 "words": sum(t["length"] - 3 for t in rows),
                 "notes": sum(t["notes"] for t in rows),
-                "windows": int(sum(len(window_starts(t["length"] - 2, width, stride)) for t in rows)),
+                "windows": int(sum(len(self._starts(t["length"] - 2, split == "train")) for t in rows)),
                 "instruments": dict(sorted(per_inst.items())),
             }
         stats["vocab_size"] = len(self.vocab)

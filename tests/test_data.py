@@ -1,0 +1,287 @@
+"""deeporb/data.py on real sessions: the split by piece, the token cache, windows, transposition."""
+
+import json
+import os
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from midi_factory import make_midi
+
+from deeporb.data import (
+    SPLITS,
+    SessionDataModule,
+    WindowDataset,
+    checkpoint_split_files,
+    scan_note_files,
+    shift_pitches,
+    split_note_files,
+    split_of,
+    split_pieces,
+    window_starts,
+)
+from deeporb.encoder import encode_session
+from deeporb.errors import UserError
+from deeporb.words import BOS, EOS, PAD
+
+
+def chorales(sessions_dir, **kw) -> SessionDataModule:
+    dm = SessionDataModule("chorales", str(sessions_dir), **kw)
+    dm.prepare_data()
+    return dm
+
+
+@pytest.fixture(scope="module")
+def drum_sessions_dir(tmp_path_factory):
+    """Ten pieces of piano + drums (made with mido); one piano part reaches pitch 125."""
+    rng = np.random.default_rng(0)
+    midi = tmp_path_factory.mktemp("drum_midi")
+    for k in range(10):
+        pitches = rng.integers(48, 84, 40).tolist()
+        if k == 0:
+            pitches[5] = 125
+        piano = [(i * 240, (i + 1) * 240, int(p), 90) for i, p in enumerate(pitches)]
+        drums = [(i * 240, i * 240 + 120, int(p), 100) for i, p in enumerate(rng.choice([36, 38, 42], 40))]
+        make_midi(midi / f"groove{k:02d}.mid", [
+            {"name": "Piano", "program": 0, "notes": piano},
+            {"name": "Kit", "program": 0, "is_drum": True, "notes": drums},
+        ])
+    sessions = tmp_path_factory.mktemp("drum_sessions")
+    encode_session(midi_dir=str(midi), session="grooves", sessions_dir=str(sessions), workers=1)
+    return sessions
+
+
+# -- the split ----------------------------------------------------------------------------
+
+
+def test_split_of_is_a_pure_function_of_the_piece_id_with_the_asked_fractions():
+    ids = [f"folder/piece_{i}.mid" for i in range(4000)]
+    first = [split_of(p, 0.1, 0.2) for p in ids]
+    assert first == [split_of(p, 0.1, 0.2) for p in ids]
+    counts = Counter(first)
+    assert abs(counts["val"] / 4000 - 0.1) < 0.02
+    assert abs(counts["test"] / 4000 - 0.2) < 0.02
+    # the test split is carved first: changing the validation fraction never moves a test piece
+    tests = {p for p, s in zip(ids, first, strict=True) if s == "test"}
+    assert tests == {p for p in ids if split_of(p, 0.3, 0.2) == "test"}
+    assert {split_of(p, 0.0, 0.0) for p in ids} == {"train"}
+    with pytest.raises(UserError, match="sum to less than 1"):
+        SessionDataModule("x", val_fraction=0.6, test_fraction=0.5)
+
+
+def test_no_piece_is_in_two_splits_and_every_track_follows_its_piece(chorale_sessions_dir):
+    dm = chorales(chorale_sessions_dir)
+    pieces = {s: {t["piece"] for t in dm.tracks if t["split"] == s} for s in SPLITS}
+    assert all(pieces[s] for s in SPLITS)
+    assert not pieces["train"] & pieces["val"]
+    assert not pieces["train"] & pieces["test"]
+    assert not pieces["val"] & pieces["test"]
+    manifest = json.loads((chorale_sessions_dir / "chorales" / "manifest.json").read_text())
+    assert set().union(*pieces.values()) == {p["source"] for p in manifest["pieces"]}
+    for t in dm.tracks:
+        assert t["split"] == split_of(t["piece"], 0.1, 0.1)
+    # the public helpers agree with the DataModule and partition the note files
+    session_dir = chorale_sessions_dir / "chorales"
+    files = {s: split_note_files(session_dir, s) for s in SPLITS}
+    assert sorted(sum(files.values(), [])) == scan_note_files(session_dir)
+    assert set(split_pieces(session_dir, "test")) == pieces["test"]
+    assert checkpoint_split_files(dm.session_info(), "test") == files["test"]
+    assert dm.pieces_per_split() == {"train": 4, "val": 1, "test": 1}
+
+
+def test_too_few_pieces_for_a_split_is_a_clear_error(chorale_midi_dir, tmp_path):
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(sorted(chorale_midi_dir.glob("*.mid"))[0], one)
+    encode_session(midi_dir=str(one), session="solo", sessions_dir=str(tmp_path / "s"), instrument_key="name", workers=1)
+    with pytest.raises(UserError, match=r"too few pieces to split: 1 piece\(s\) in solo"):
+        SessionDataModule("solo", str(tmp_path / "s")).prepare_data()
+
+
+def test_unknown_session_and_instrument_name_what_exists(chorale_sessions_dir):
+    with pytest.raises(UserError) as e:
+        SessionDataModule("chorals", str(chorale_sessions_dir)).prepare_data()
+    assert "unknown session 'chorals'" in str(e.value) and "existing: chorales" in str(e.value)
+    assert "python encode.py" in str(e.value)
+    with pytest.raises(UserError) as e:
+        chorales(chorale_sessions_dir, instruments=["violin", "alto"])
+    assert "unknown instrument(s) violin" in str(e.value)
+    assert "available: alto, bass, soprano, tenor" in str(e.value)
+
+
+# -- windows ------------------------------------------------------------------------------
+
+
+def test_window_starts_cover_the_body_and_keep_the_stride():
+    assert window_starts(10, 4, 2).tolist() == [0, 2, 4, 6]
+    assert window_starts(11, 4, 3).tolist() == [0, 3, 6, 7]  # the tail is covered
+    assert window_starts(3, 4, 2).tolist() == [0]  # a short track is one padded window
+    assert window_starts(11, 4, 4, full_tail=False).tolist() == [0, 4, 8]  # evaluation: tiles
+
+
+def test_windows_start_bos_instrument_and_cover_every_word(chorale_sessions_dir):
+    dm = chorales(chorale_sessions_dir, seq_len=48, stride=20, instruments=["alto", "bass"])
+    vocab = dm.vocab
+    assert vocab.instruments == ("alto", "bass")
+    tokens = np.load(dm.tokens_paths[0], mmap_mode="r")
+    for split in SPLITS:
+        ds = dm.dataset(split)
+        rows = [t for t in dm.tracks if t["split"] == split]
+        seen = {i: np.zeros(r["length"] - 2, dtype=bool) for i, r in enumerate(rows)}
+        for i in range(len(ds)):
+            x = ds[i]["tokens"].numpy()
+            assert x.shape == (49,)
+            t = int(ds.window_track[i])
+            row = rows[t]
+            assert x[0] == vocab.index[BOS]
+            assert x[1] == vocab.inst_id(row["instrument"])
+            body = tokens[row["start"] + 2 : row["start"] + row["length"]]
+            off = int(ds.window_offset[i])
+            n = int((x[2:] != vocab.index[PAD]).sum())
+            if split != "train":  # augmentation off: the words are the track's own
+                assert np.array_equal(x[2 : 2 + n], body[off : off + n])
+            seen[t][off : off + n] = True
+        assert all(s.all() for s in seen.values()), f"{split}: a word is in no window"
+        if split != "train":  # evaluation windows do not overlap: each word scored once
+            assert sum(int((ds[i]["tokens"] != 0).sum()) - 2 for i in range(len(ds))) == sum(
+                r["length"] - 2 for r in rows
+            )
+    last = tokens[rows[0]["start"] + rows[0]["length"] - 1]
+    assert last == vocab.index[EOS]
+
+
+def test_a_batch_is_long_ids_padded_with_zero(chorale_sessions_dir):
+    dm = chorales(chorale_sessions_dir, seq_len=300, batch_size=4)
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["tokens"].dtype == torch.long and batch["tokens"].shape == (4, 301)
+    assert dm.vocab.index[PAD] == 0 and (batch["tokens"] == 0).any()  # chorale parts are shorter
+
+
+# -- the cache ----------------------------------------------------------------------------
+
+
+def test_cache_is_memory_mapped_and_reused(chorale_sessions_dir):
+    dm = chorales(chorale_sessions_dir, seq_len=32)
+    ds = dm.dataset("train")
+    assert isinstance(ds.tokens, np.memmap)
+    assert ds.tokens.dtype == np.uint16
+    stamp = dm.tokens_paths[0].stat().st_mtime_ns
+    again = chorales(chorale_sessions_dir, seq_len=64, transpose=2)  # windows do not key the cache
+    assert again.tokens_paths == dm.tokens_paths
+    assert again.tokens_paths[0].stat().st_mtime_ns == stamp
+    # a pickled dataset (what DataLoader workers get) carries the path, not the array
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy._tokens is None
+    assert np.array_equal(copy.window(3), ds.window(3)) and isinstance(copy.tokens, np.memmap)
+
+
+def test_cache_is_rebuilt_when_a_note_file_changes(chorale_sessions_dir, tmp_path):
+    shutil.copytree(chorale_sessions_dir, tmp_path / "s")
+    session_dir = tmp_path / "s" / "chorales"
+    before = chorales(tmp_path / "s")
+    soprano = sorted((session_dir / "soprano").glob("*.json"))[0]
+    row = next(t for t in before.tracks if t["file"] == f"soprano/{soprano.name}")
+    tokens = np.load(before.tokens_paths[0])
+    record = json.loads(soprano.read_text())
+    words = record["words"].split()
+    record["words"] = " ".join(words[:-2])  # drop the last note (pitch + duration)
+    soprano.write_text(json.dumps(record))
+    os.utime(soprano, ns=(soprano.stat().st_atime_ns, soprano.stat().st_mtime_ns + 10**9))
+
+    after = chorales(tmp_path / "s")
+    assert after.tokens_paths != before.tokens_paths
+    new_row = next(t for t in after.tracks if t["file"] == row["file"])
+    assert new_row["length"] == row["length"] - 2
+    assert new_row["notes"] == row["notes"] - 1
+    new_tokens = np.load(after.tokens_paths[0])
+    vocab = after.vocab
+    got = vocab.decode_ids(new_tokens[new_row["start"] + 2 : new_row["start"] + new_row["length"] - 1])
+    assert got == words[:-2]
+    # the other tracks are unchanged
+    other = next(t for t in before.tracks if t["file"] != row["file"])
+    same = next(t for t in after.tracks if t["file"] == other["file"])
+    assert np.array_equal(
+        tokens[other["start"] : other["start"] + other["length"]],
+        new_tokens[same["start"] : same["start"] + same["length"]],
+    )
+    # deleting a note file by hand also rebuilds, and the track is gone
+    soprano.unlink()
+    gone = chorales(tmp_path / "s")
+    assert all(t["file"] != row["file"] for t in gone.tracks)
+    assert len(gone.tracks) == len(before.tracks) - 1
+
+
+# -- transposition ------------------------------------------------------------------------
+
+
+def test_shift_pitches_keeps_every_pitch_in_range():
+    from deeporb.words import Vocabulary
+
+    v = Vocabulary()
+    ids = np.array([v.index["bar"], v.id("C4"), v.id("dur_12"), v.id("F9"), v.id("dur_6")])
+    rng = np.random.default_rng(1)
+    shifts = set()
+    for _ in range(200):
+        x = ids.copy()
+        s = shift_pitches(x, v.pitch0, 6, rng)
+        shifts.add(s)
+        assert x[0] == ids[0] and x[2] == ids[2] and x[4] == ids[4]
+        assert x[1] - ids[1] == s and x[3] - ids[3] == s
+    assert shifts == set(range(-6, 3))  # F9 = 125: at most +2
+
+
+def test_transposition_only_on_training_windows_and_never_on_drums(drum_sessions_dir):
+    dm = SessionDataModule("grooves", str(drum_sessions_dir), seq_len=24, stride=12, transpose=5,
+                           val_fraction=0.2, test_fraction=0.2)
+    dm.prepare_data()
+    assert dm.vocab.instruments == ("acoustic_grand_piano", "drums")
+    drum_id = dm.vocab.inst_id("drums")
+    pitch0 = dm.vocab.pitch0
+    torch.manual_seed(0)
+    for split in SPLITS:
+        ds: WindowDataset = dm.dataset(split)
+        shifted_piano = 0
+        for _ in range(3):
+            for i in range(len(ds)):
+                raw, got = ds.window(i), ds[i]["tokens"].numpy()
+                is_pitch = (raw >= pitch0) & (raw < pitch0 + 128)
+                assert np.array_equal(raw[~is_pitch], got[~is_pitch])  # only pitch words move
+                diff = set((got[is_pitch] - raw[is_pitch]).tolist())
+                if split != "train" or raw[1] == drum_id:
+                    assert diff <= {0}, f"{split} window {i} was transposed"
+                else:
+                    assert len(diff) <= 1 and all(-5 <= d <= 5 for d in diff)
+                    assert ((got[is_pitch] - pitch0) <= 127).all()
+                    shifted_piano += diff != {0}
+        if split == "train":
+            assert shifted_piano > 0
+
+
+# -- several sessions, statistics, checkpoint facts ---------------------------------------
+
+
+def test_two_sessions_share_one_vocabulary_and_report_their_facts(chorale_sessions_dir, drum_sessions_dir, tmp_path):
+    both = tmp_path / "both"
+    shutil.copytree(chorale_sessions_dir / "chorales", both / "chorales")
+    shutil.copytree(drum_sessions_dir / "grooves", both / "grooves")
+    dm = SessionDataModule(["chorales", "grooves"], str(both), seq_len=32, val_fraction=0.2, test_fraction=0.2)
+    dm.prepare_data()
+    assert dm.vocab.instruments == ("acoustic_grand_piano", "alto", "bass", "drums", "soprano", "tenor")
+    assert len(dm.dataset("train").datasets) == 2
+    info = dm.session_info()
+    assert info["names"] == ["chorales", "grooves"]
+    assert info["instruments"]["drums"]["is_drum"] is True
+    assert info["instruments"]["soprano"]["tracks"] == 6
+    assert info["instruments"]["acoustic_grand_piano"]["notes"] == 400
+    assert info["time_signatures"]["4/4"] >= 10 and info["qpm_median"] > 0
+    assert info["sessions_dir"] == str(both.resolve())
+    assert {k: info[k] for k in ("val_fraction", "test_fraction", "instruments_filter")} == {
+        "val_fraction": 0.2, "test_fraction": 0.2, "instruments_filter": None}
+    stats = dm.statistics()
+    assert sum(stats[s]["pieces"] for s in SPLITS) == 16
+    assert sum(stats[s]["instruments"]["drums"]["notes"] for s in SPLITS if "drums" in stats[s]["instruments"]) == 400
+    assert stats["train"]["windows"] == len(dm.dataset("train"))
