@@ -126,8 +126,10 @@ def test_ngram_and_lstm_predict_the_same_words(run, sessions_dir):
         if mode == "tracks":  # every test word once, counted independently from the note files
             assert (lstm.words, lstm.notes) == (words, notes)
             assert ev.data["test_sequences"] == ev.data["test_tracks"] == 8  # 2 chorales x 4 voices
-        else:  # windows of 47 words: as many notes or more (the last window of a track overlaps)
-            assert lstm.notes >= notes and lstm.words >= words
+        else:  # windows of 47 words tile each track: every note once, one inst_KEY per window
+            assert ev.data["test_sequences"] > ev.data["test_tracks"]
+            assert lstm.notes == notes
+            assert lstm.words == words + ev.data["test_sequences"] - ev.data["test_tracks"]
     # 2 epochs on 3 chorales: the n-gram, whose order is chosen on validation, is far ahead
     assert ngram.bits_per_note < lstm.bits_per_note
 
