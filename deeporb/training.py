@@ -86,6 +86,24 @@ class ConfigInCheckpoint(pl.Callback):
         checkpoint["deeporb_config"] = self.config
 
 
+class LastCheckpointAtEnd(pl.Callback):
+    """Refresh ``last.ckpt`` when fitting stops between validations (max_steps, max_time,
+    Ctrl-C), so ``ckpt_path=.../last.ckpt`` resumes from where training really stopped."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        from pytorch_lightning.callbacks import ModelCheckpoint
+
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        for cb in trainer.callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.save_last and cb.dirpath:
+                if getattr(cb, "_last_global_step_saved", -1) != trainer.global_step:
+                    path = Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
+                    trainer.save_checkpoint(path)
+                    cb.last_model_path = str(path)
+                return
+
+
 # ---------------------------------------------------------------------------------------
 # checkpoints
 
@@ -227,7 +245,7 @@ def train(cfg: DictConfig) -> float | None:
         model = LSTMGenerator.load_from_checkpoint(ckpt_path, map_location="cpu")
 
     loggers = instantiate_group(cfg.get("logger"))
-    callbacks = instantiate_group(cfg.get("callbacks")) + [ConfigInCheckpoint(config)]
+    callbacks = instantiate_group(cfg.get("callbacks")) + [ConfigInCheckpoint(config), LastCheckpointAtEnd()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
     log_run_facts(loggers, config, model, datamodule.statistics())
 
