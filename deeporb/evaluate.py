@@ -342,12 +342,12 @@ def evaluate_checkpoints(
         baseline, _ = baselines[data_key]
         test = split_sequences(dm, "test", mode)
         scores = [score_ngram(baseline, test, dm.vocab)]
-        for label, ckpt, model, _ in members:
+        for label, ckpt, model, own in members:
             log(f"scoring {ckpt} ...")
             s = score_lstm(model, test, label, batch_size)
             h = model.hparams
             s.about = f"{h.num_layers}×{h.hidden_size}, {model.parameter_count():,} params"
-            s.detail = {"checkpoint": str(ckpt), "seq_len": session.get("seq_len"),
+            s.detail = {"checkpoint": str(ckpt), "seq_len": own.get("seq_len"),
                         "num_layers": h.num_layers, "hidden_size": h.hidden_size,
                         "params": model.parameter_count()}
             scores.append(s)

@@ -134,6 +134,29 @@ def test_ngram_and_lstm_predict_the_same_words(run, sessions_dir):
     assert ngram.bits_per_note < lstm.bits_per_note
 
 
+def test_checkpoints_with_other_windows_share_the_tracks_table(run, sessions_dir, tmp_path):
+    """A seed-like run (windows of 16 words): one table with whole tracks, two with windows."""
+    short = run_train(
+        tmp_path, sessions_dir, "data=default", "data.session=chorales", f"data.val_fraction={VAL}",
+        f"data.test_fraction={TEST}", "data.seq_len=16", "data.batch_size=8", "model.embed_dim=8",
+        "model.hidden_size=16", "model.num_layers=1", "trainer.max_epochs=1",
+    )
+    ckpts = [("long", run["best_checkpoint"]), ("short", short["best_checkpoint"])]
+    [ev] = evaluate_checkpoints(ckpts, mode="tracks", orders=(1, 2), log=lambda m: None)
+    assert [s.name for s in ev.scores][1:] == ["long", "short"]
+    assert [s.detail["seq_len"] for s in ev.scores[1:]] == [48, 16]
+    assert len({(s.words, s.notes) for s in ev.scores}) == 1
+    by_window = evaluate_checkpoints(ckpts, mode="windows", orders=(1, 2), log=lambda m: None)
+    assert [ev.data["seq_len"] for ev in by_window] == [48, 16]
+    for ev in by_window:
+        ngram, lstm = ev.scores
+        assert (ngram.words, ngram.notes) == (lstm.words, lstm.notes)
+    # shorter windows: more of them, so more inst_KEY targets; the notes are the same
+    assert by_window[1].scores[0].words > by_window[0].scores[0].words
+    assert by_window[1].scores[0].notes == by_window[0].scores[0].notes == split_counts(sessions_dir)[1]
+    assert by_window[1].scores[1].bits_per_note == pytest.approx(short["test"]["test/bits_per_note"], rel=1e-4)
+
+
 def test_windows_mode_reproduces_train_py_test_metrics(run):
     [ev] = evaluate_checkpoints([run["best_checkpoint"]], mode="windows", orders=(1, 2), log=lambda m: None)
     lstm = ev.scores[1]
