@@ -409,8 +409,29 @@ def print_tables(evaluations: Sequence[Evaluation], console=None) -> None:
 # music statistics: held-out real pieces vs samples
 
 
+def checkpoint_session(path: str | Path) -> dict:
+    """The ``session`` facts of a checkpoint (a .ckpt file or a run folder), without the model."""
+    import torch
+
+    from deeporb.sampling import resolve_checkpoint
+
+    p = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+        return dict(ckpt["hyper_parameters"].get("session") or {})
+    except Exception as e:  # a truncated or foreign file: say so in one line
+        first = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise UserError(f"cannot read the session facts of checkpoint {str(p)!r}: {first}") from None
+
+
+def _session_arg(session: Mapping | str | Path) -> dict:
+    if isinstance(session, (str, Path)):
+        session = checkpoint_session(session)
+    return _session_of(session, "session")
+
+
 def reference_pieces(
-    session: Mapping,
+    session: Mapping | str | Path,
     split: str = "test",
     instruments: Iterable[str] | None = None,
     sessions_dir: str | Path | None = None,
@@ -418,7 +439,8 @@ def reference_pieces(
 ) -> list[dict]:
     """The pieces of one split of a checkpoint's sessions, as note columns on the model's grid.
 
-    ``session`` is a checkpoint's ``hparams.session`` (``SessionDataModule.session_info()``).
+    ``session`` is a checkpoint's ``hparams.session`` (``SessionDataModule.session_info()``),
+    or the checkpoint itself (a path).
     Every track of a source piece (restricted to ``instruments`` when given, drums left out
     unless ``drums``) is concatenated into one piece; notes are quantized exactly as the words
     keep them, so real pieces and samples meet on the same grid. Each piece also carries
@@ -428,7 +450,7 @@ def reference_pieces(
     from deeporb.corpus import load_note_file
     from deeporb.data import SPLITS, split_pieces
 
-    session = _session_of(session, "session")
+    session = _session_arg(session)
     if split not in SPLITS:
         raise UserError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     config = EncodingConfig.from_dict(session.get("encoding"))
@@ -528,7 +550,7 @@ def _as_piece(sample: Any) -> tuple[dict, list[str] | None, float | None]:
 
 def compare_samples(
     samples: Sequence[Any],
-    session: Mapping,
+    session: Mapping | str | Path,
     split: str = "test",
     instruments: Iterable[str] | None = None,
     match_length: bool = True,
@@ -537,7 +559,8 @@ def compare_samples(
     """Music statistics of generated samples against the held-out real pieces of ``split``.
 
     ``samples``: ``SampleResult`` objects from :func:`deeporb.sampling.sample`, lists of
-    ``Track``, or note-column mappings. ``session``: the checkpoint's ``hparams.session``.
+    ``Track``, or note-column mappings. ``session``: the checkpoint's ``hparams.session``, or
+    the checkpoint (a path: .ckpt file or run folder).
     Returns :func:`deeporb.metrics.compare_sets` rows (``feature``, ``kind``, ``overlap``,
     ``kl``, means, ...); :func:`deeporb.metrics.format_comparison` prints them.
 
@@ -552,7 +575,7 @@ def compare_samples(
 
     if not samples:
         raise UserError("no samples to compare")
-    session = _session_of(session, "session")
+    session = _session_arg(session)
     converted = [_as_piece(s) for s in samples]
     pieces = [c[0] for c in converted]
     if instruments is None:

@@ -294,6 +294,9 @@ def test_compare_samples_takes_the_samplers_results(model, session, tmp_path):
     assert full["pitch_histogram"]["ref_hist"][:55].sum() > 0.2
     # 4 bars of 4/4 samples: the reference chorales are cut into 16-quarter excerpts
     assert rows["note_density"]["n_ref"] > len(reference_pieces(session))
+    # what sample.py holds is the checkpoint path (or run folder): the same comparison
+    by_path = compare_samples(results, str(Path(model.checkpoint_path).parents[1]))
+    np.testing.assert_array_equal([r["overlap"] for r in by_path], [r["overlap"] for r in rows.values()])
 
 
 def test_excerpts_cut_shift_and_clip():
