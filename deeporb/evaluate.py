@@ -11,8 +11,12 @@ split. All rows predict exactly the same target words, so their figures compare:
   through the whole track, the n-gram sees up to ``order - 1`` words back. Independent of any
   model's ``seq_len``, so checkpoints with different windows (``seed`` uses 16) share a table.
 * ``windows``: the DataModule's test windows of each checkpoint's ``seq_len`` (what
-  ``python train.py train=false test=true ckpt_path=X`` reports as ``test/bits_per_note``),
-  scored by the n-gram too, so its context also restarts at each window.
+  ``python train.py train=false test=true ckpt_path=X`` reports as ``test/bits_per_note``):
+  they tile each track, every window restarting from ``<bos> inst_KEY``, so both models lose
+  their context at window starts and each window adds one ``inst_KEY`` target. Checkpoints
+  with different ``seq_len`` get separate tables, each with its n-gram row.
+
+The n-gram is always fitted on whole train tracks and its order chosen on whole val tracks.
 
 ``bits_per_note`` is the total negative log2-likelihood of all predicted words divided by the
 number of predicted pitch words (notes); ``bits/word`` divides by the predicted words.
