@@ -57,9 +57,14 @@ SHOWN_FEATURES = (
 )
 
 
+THREADS = {"n": 1}
+
+
 def run(cmd: list[str], log: Path) -> None:
     """Run a stage as the user would, its output kept in ``log``; fail loudly with its tail."""
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1"}
+    n = str(THREADS["n"])
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1",
+           "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
         proc = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -199,8 +204,8 @@ def markdown(results: dict, args, seconds: float) -> str:
         "## Held-out likelihood: n-gram, seed and LSTMs after the same CPU budget; music statistics",
         "",
         f"`python benchmarks/evaluate_baselines.py --minutes {args.minutes:g} --models {' '.join(args.models)}`; "
-        f"{machine()}; {seconds / 60:.1f} minutes in all. The machine was shared, so the steps each model "
-        "got in its budget are shown.",
+        f"{machine()}; {args.threads} torch thread(s) per process; {seconds / 60:.1f} minutes in all. The "
+        "machine was shared with other jobs, so the optimizer steps each model got in its budget are shown.",
         "",
         f"Each of {models} trained by `python train.py data.session=CORPUS model=MODEL trainer=cpu logger=csv "
         f"trainer.max_time=...` for {args.minutes:g} wall-clock minutes (`trainer.min_epochs=0 trainer.max_epochs=1000`: the budget alone stops it; "
@@ -234,7 +239,14 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/benchmarks/evaluate_baselines")
     parser.add_argument("--reuse-runs", action="store_true", help="skip training where a run folder has metrics.json")
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per process (on a shared machine, more threads than free "
+                             "cores spin: 2 threads beside another busy process ran lstm_small 12x slower)")
     args = parser.parse_args()
+    THREADS["n"] = args.threads
+    import torch
+
+    torch.set_num_threads(args.threads)
     out = (ROOT / args.out).resolve()
     t0 = time.perf_counter()
     results: dict = {}
