@@ -610,10 +610,13 @@ class SessionDataModule(pl.LightningDataModule):
             rows = [t for t in self.tracks if t["split"] == split]
             per_inst: dict[str, dict] = {}
             for t in rows:
-                s = per_inst.setdefault(t["instrument"], {"tracks": 0, "words": 0, "notes": 0})
+                s = per_inst.setdefault(t["instrument"], {"pieces": set(), "tracks": 0, "words": 0, "notes": 0})
+                s["pieces"].add((t["session"], t["piece"]))
                 s["tracks"] += 1
                 s["words"] += t["length"] - 3
                 s["notes"] += t["notes"]
+            for s in per_inst.values():
+                s["pieces"] = len(s["pieces"])
             stats[split] = {
                 "pieces": len({(t["session"], t["piece"]) for t in rows}),
                 "tracks": len(rows),

@@ -283,5 +283,6 @@ def test_two_sessions_share_one_vocabulary_and_report_their_facts(chorale_sessio
         "val_fraction": 0.2, "test_fraction": 0.2, "instruments_filter": None}
     stats = dm.statistics()
     assert sum(stats[s]["pieces"] for s in SPLITS) == 16
+    assert sum(stats[s]["instruments"].get("soprano", {}).get("pieces", 0) for s in SPLITS) == 6
     assert sum(stats[s]["instruments"]["drums"]["notes"] for s in SPLITS if "drums" in stats[s]["instruments"]) == 400
     assert stats["train"]["windows"] == len(dm.dataset("train"))
