@@ -182,7 +182,13 @@ def quality(args, work: Path) -> list[dict]:
 
 def markdown(args, speed: dict | None, rows: list[dict] | None) -> str:
     cmd = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
-    lines = ["## Training speed and the seed baseline", "", f"`{cmd.strip()}`; {machine()}, {torch.get_num_threads()} torch threads.", ""]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines = [
+        "## Training speed and the seed baseline", "",
+        f"`{cmd.strip()}`; {machine()}; torch threads: {torch.get_num_threads()}; "
+        f"load average when the script started: {args.load}, at the end: {load} (the machine is shared).", "",
+    ]
+    shown_dir = os.path.relpath(args.midi_dir, ROOT)
     if speed:
         b, t, s = speed["batch"], speed["trainer"], speed
         lines += [
@@ -203,7 +209,7 @@ def markdown(args, speed: dict | None, rows: list[dict] | None) -> str:
         ]
     if rows:
         lines += [
-            f"**lstm_small vs seed at equal wall-clock time.** `python train.py data=midi_folder midi_dir={args.midi_dir} "
+            f"**lstm_small vs seed at equal wall-clock time.** `python train.py data=midi_folder midi_dir={shown_dir} "
             f"model=M trainer=cpu trainer.max_time=…` for {args.minutes:g} minutes each (validation inside the limit), "
             "one process each, one after the other. Validation bits per note of the best checkpoint on the "
             "held-out pieces (split by piece hash, 10%); each model is scored on windows of its own sequence length.",
@@ -236,6 +242,7 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     speed = None if args.skip_speed else throughput(args, work)
