@@ -79,7 +79,7 @@ def train(corpus: str, model: str, minutes: float, out: Path, reuse: bool) -> di
     metrics_path = run_dir / "metrics.json"
     if reuse and metrics_path.is_file():
         print(f"  {model}: reusing {run_dir}", flush=True)
-        return json.loads(metrics_path.read_text())
+        return {**json.loads(metrics_path.read_text()), "reused": True}
     budget = time.strftime("00:%H:%M:%S", time.gmtime(round(minutes * 60)))
     print(f"  {model}: training for {budget} ...", flush=True)
     t0 = time.perf_counter()
@@ -122,17 +122,20 @@ def music_statistics(ckpt: str, out: Path, samples: int, bars: int) -> dict:
                               for r in results]))
     real = [e for p in reference_pieces(session, "train", instruments) for e in excerpts(p, length)]
     notes = int(np.median([r.notes for r in results]))
+    noise = noise_pieces(samples, length, max(notes, 8))
+    sizes = {"real training excerpts": len(real), "lstm_small samples": len(results), "white noise": len(noise)}
     sets = {
         "real training excerpts": compare_samples(real, session, instruments=instruments),
         "lstm_small samples": compare_samples(results, session),
-        "white noise": compare_samples(noise_pieces(samples, length, max(notes, 8)), session,
-                                       instruments=instruments),
+        "white noise": compare_samples(noise, session, instruments=instruments),
     }
     return {
         "instruments": instruments,
         "test_pieces": len(held_out),
+        "test_tracks": sum(p["tracks"] for p in held_out),
         "excerpt_quarters": length,
-        "sets": {name: {"summary": overlap_summary(rows), "n": rows[0]["n_gen"], "n_ref": rows[0]["n_ref"],
+        "sets": {name: {"summary": overlap_summary(rows), "n": sizes[name], "with_notes": rows[0]["n_gen"],
+                        "n_ref": rows[0]["n_ref"],
                         "rows": {r["feature"]: {k: r[k] for k in ("overlap", "kl", "gen_mean", "ref_mean")}
                                  for r in rows}}
                  for name, rows in sets.items()},
@@ -170,20 +173,27 @@ def corpus_markdown(corpus: str, result: dict, minutes: float) -> str:
             f"| {r['name']} ({r['num_layers']}×{r['hidden_size']}, seq_len {r['seq_len']}){kept} | {r['params']:,} | "
             f"{m['global_step']:,} | **{fmt(r['bits_per_note'])}** | {fmt(r['bits_per_word'])} | {fmt(windowed)} |"
         )
+    best = min(rows[1:], key=lambda r: r["bits_per_note"]) if len(rows) > 1 else None
+    if best is not None:
+        gap = ngram["bits_per_note"] - best["bits_per_note"]
+        lines += ["", f"Best network: {best['name']}, {fmt(best['bits_per_note'])} bits/note, "
+                      f"{fmt(abs(gap))} {'below' if gap > 0 else 'above'} the n-gram."]
     stats = result.get("music")
     if stats:
         sets = stats["sets"]
         lines += [
             "",
             f"Music statistics against the {stats['test_pieces']} held-out test pieces "
-            f"({', '.join(stats['instruments'])}), cut into {fmt(stats['excerpt_quarters'], 0)}-quarter excerpts "
-            f"({sets['lstm_small samples']['n_ref']} excerpts). Overlap 1 = same distribution, 0 = disjoint.",
+            f"({', '.join(stats['instruments'])}; the tracks of a piece concatenated, {stats['test_tracks']} tracks "
+            f"in all, while a sample has one part per instrument), cut into {fmt(stats['excerpt_quarters'], 0)}-quarter "
+            f"excerpts ({sets['lstm_small samples']['n_ref']} excerpts). Overlap 1 = same distribution, 0 = disjoint.",
             "",
             "| set | pieces | mean overlap, 6 histograms | mean overlap, 12 scalars |",
             "|---|---:|---:|---:|",
         ]
         for name, s in sets.items():
-            lines.append(f"| {name} | {s['n']} | {fmt(s['summary']['histogram'])} | {fmt(s['summary']['scalar'])} |")
+            count = f"{s['n']}" if s["with_notes"] == s["n"] else f"{s['n']} ({s['with_notes']} with notes)"
+            lines.append(f"| {name} | {count} | {fmt(s['summary']['histogram'])} | {fmt(s['summary']['scalar'])} |")
         names = list(sets)
         lines += [
             "",
@@ -224,7 +234,9 @@ def markdown(results: dict, args, seconds: float) -> str:
         f"Samples: {args.samples} per corpus, {args.bars} bars, temperature 1.0, top-p 0.95, seed 0, the "
         "instruments of the test pieces; real training excerpts (same length, same instruments) give the "
         "overlap real music reaches, white noise (uniform pitches 0-127, onsets and durations) the floor. "
-        "Drum tracks are left out of every set.",
+        "Drum tracks are left out of every set. Histograms are averaged over a set's pieces, so a "
+        "pitch-class histogram pooled over pieces in many keys is nearly flat, and noise matches it about "
+        "as well as music does: read it with the pitch histogram and scale consistency.",
     ]
     return "\n".join(text)
 
@@ -265,7 +277,9 @@ def main() -> None:
         results[corpus] = result
         for r in ev.as_dict()["rows"]:
             print(f"  {r['name']:<40} test bits/note {r['bits_per_note']:.4f}  bits/word {r['bits_per_word']:.4f}")
-    seconds = time.perf_counter() - t0
+    # a --reuse-runs invocation adds the training time recorded by the runs it reused
+    seconds = time.perf_counter() - t0 + sum(m.get("seconds", 0.0) for r in results.values()
+                                            for m in r["runs"].values() if m.get("reused"))
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
     text = markdown(results, args, seconds)
     print(text)

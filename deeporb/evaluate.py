@@ -448,8 +448,8 @@ def reference_pieces(
     Every track of a source piece (restricted to ``instruments`` when given, drums left out
     unless ``drums``) is concatenated into one piece; notes are quantized exactly as the words
     keep them, so real pieces and samples meet on the same grid. Each piece also carries
-    ``piece`` (its id, what :func:`deeporb.data.split_of` hashes), ``session`` and
-    ``instruments``. Sorted by (session, piece).
+    ``piece`` (its id, what :func:`deeporb.data.split_of` hashes), ``session``,
+    ``instruments`` and ``tracks`` (how many were concatenated). Sorted by (session, piece).
     """
     from deeporb.corpus import load_note_file
     from deeporb.data import SPLITS, split_pieces
@@ -485,7 +485,7 @@ def reference_pieces(
             if not keys:
                 continue
             piece = {c: np.concatenate(columns[c]) for c in NOTE_COLUMNS}
-            piece.update(piece=piece_id, session=name, instruments=sorted(set(keys)))
+            piece.update(piece=piece_id, session=name, instruments=sorted(set(keys)), tracks=len(keys))
             pieces.append(piece)
     return pieces
 

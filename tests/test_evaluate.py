@@ -241,7 +241,7 @@ def test_reference_pieces_are_the_held_out_pieces(session, sessions_dir):
     assert all(split_of(p["piece"], VAL, TEST) == "test" for p in pieces)
     assert {p["piece"] for p in pieces} == set(split_pieces(sessions_dir / "chorales", "test", VAL, TEST))
     assert sum(len(p["pitch"]) for p in pieces) == split_counts(sessions_dir)[1]
-    assert all(p["instruments"] == ["alto", "bass", "soprano", "tenor"] for p in pieces)
+    assert all(p["instruments"] == ["alto", "bass", "soprano", "tenor"] and p["tracks"] == 4 for p in pieces)
     train = reference_pieces(session, "train")
     assert len(train) == 3 and all(split_of(p["piece"], VAL, TEST) == "train" for p in train)
     soprano = reference_pieces(session, instruments=["soprano"])
