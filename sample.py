@@ -29,6 +29,10 @@ def main(cfg: DictConfig) -> None:
         device=cfg.device,
     )
     print_summary(results, cfg.out_dir)
+    if cfg.compare:
+        from deeporb.sampling import compare_with_test_split
+
+        compare_with_test_split(results, cfg.ckpt_path, cfg.out_dir)
 
 
 if __name__ == "__main__":

@@ -701,8 +701,33 @@ def print_summary(results: list[SampleResult], out_dir: str | Path) -> None:
     Console().print(table)
 
 
+def compare_with_test_split(results: list[SampleResult], ckpt_path: str | Path, out_dir: str | Path) -> list[dict]:
+    """``compare=true``: music statistics of the samples against the checkpoint's held-out
+    test pieces. Prints the table, writes ``comparison.json`` and logs to wandb when a run
+    is live (e.g. sampling from a notebook that started one)."""
+    import sys
+
+    from deeporb.evaluate import compare_samples, overlap_summary
+    from deeporb.metrics import format_comparison
+
+    rows = compare_samples(results, resolve_checkpoint(ckpt_path))
+    plain = [{k: v for k, v in r.items() if not k.endswith("_hist")} for r in rows]
+    summary = overlap_summary(rows)
+    print(f"samples vs held-out test pieces (mean overlap: histograms {summary['histogram']:.3f}, "
+          f"scalars {summary['scalar']:.3f})")
+    print(format_comparison(rows))
+    path = Path(out_dir) / "comparison.json"
+    path.write_text(json.dumps({"summary": summary, "rows": plain}, indent=1, default=float) + "\n")
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.log({f"compare/{r['feature']}/{m}": r[m] for r in plain for m in ("overlap", "kl")}
+                  | {f"compare/mean_overlap_{k}": v for k, v in summary.items()})
+    return rows
+
+
 __all__ = [
     "DecodeError",
+    "compare_with_test_split",
     "Grammar",
     "GrammarState",
     "Primer",
