@@ -16,6 +16,15 @@ import numpy as np
 MIDI_SUFFIXES = (".mid", ".midi")
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _umask_mode()
+
+
 class MidiReadError(Exception):
     """A file that is not readable MIDI; the message is the reason shown to the user."""
 
@@ -100,6 +109,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; finished files are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -145,6 +155,7 @@ def write_midi(
     os.close(fd)
     try:
         midi.dump(tmp)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

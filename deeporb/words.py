@@ -459,6 +459,9 @@ def decode_words(words, vocab: Vocabulary, strict: bool = True) -> tuple[GridNot
                 fail(i, w, "a pitch needs a position first")
                 continue
             pending_pitch = p
+    if pending_pitch is not None:
+        i, w = len(words), "<end>"
+        fail(i, w, "the last pitch has no duration")
     arr = [np.asarray(x, dtype=np.int64) for x in (onsets, durs, pitches, vels)]
     order = np.lexsort((arr[3], arr[1], arr[2], arr[0]))
     grid = GridNotes(*(a[order] for a in arr))

@@ -84,6 +84,7 @@ def test_re_encoding_is_byte_identical_and_atomic(midi_dir, tmp_path):
     second = {p.relative_to(a): p.read_bytes() for p in a.rglob("*") if p.is_file()}
     assert first == second
     assert [p.name for p in a.iterdir()] == ["x"]  # no temp folders left behind
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in a.rglob("*.json"))  # readable by others
     assert not list(a.rglob("*.tmp"))
 
 

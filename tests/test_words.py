@@ -115,7 +115,7 @@ def test_pitch_words():
 
 @pytest.mark.parametrize(
     "words",
-    ["C4 dur_3", "bar pos_0 C4 E4", "bar pos_5 pos_2", "bar pos_0 dur_3", "bar pos_0 C4 dur_3 ts_4/4", "bar pos_99"],
+    ["C4 dur_3", "bar pos_0 C4 E4", "bar pos_0 C4", "bar pos_5 pos_2", "bar pos_0 dur_3", "bar pos_0 C4 dur_3 ts_4/4", "bar pos_99"],
 )
 def test_ungrammatical_words_raise(words):
     with pytest.raises(DecodeError):
