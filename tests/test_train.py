@@ -267,3 +267,11 @@ def test_two_job_multirun_logs_to_offline_wandb(chorale_sessions_dir, tmp_path):
         assert config["model"]["optimizer"]["_target_"] == f"torch.optim.{optimizer}"
     seed = LSTMGenerator.load_from_checkpoint(tmp_path / "1" / "checkpoints" / "last.ckpt")
     assert seed.hparams.num_layers == 1 and not seed.hparams.tie_weights
+
+
+def test_a_run_stopped_before_its_first_validation_finishes(chorale_sessions_dir, tmp_path):
+    """max_steps (or max_time) inside epoch 0: early stopping waits for a validation, no crash."""
+    run(tmp_path, chorale_sessions_dir, "trainer.max_steps=2", "data.batch_size=2")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["global_step"] == 2
+    assert Path(metrics["last_checkpoint"]).is_file() and metrics["test"]["test/bits_per_note"] > 0
