@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import sys
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -519,15 +518,12 @@ def excerpts(piece: Mapping, quarters: float) -> list[dict]:
 
 
 def beats_per_bar(session: Mapping) -> float:
-    """Quarters per bar of the session's commonest time signature (4 when unknown)."""
-    counts = Counter()
-    for text, count in (session.get("time_signatures") or {}).items():
-        try:
-            n, d = (int(x) for x in str(text).split("/"))
-        except ValueError:
-            continue
-        counts[4 * n / d] += int(count)
-    return float(max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0]) if counts else 4.0
+    """Quarters per bar of the meter the sampler writes: the session's commonest
+    representable time signature (4/4 when unknown)."""
+    from deeporb.sampling import session_meter
+
+    n, d = session_meter(dict(session), EncodingConfig.from_dict(session.get("encoding"))).signatures[0]
+    return 4 * n / d
 
 
 def _as_piece(sample: Any) -> tuple[dict, list[str] | None, float | None]:
