@@ -34,15 +34,6 @@ ROOT = Path(__file__).resolve().parents[1]
 VAL, TEST = 0.3, 0.2  # gives 3 train, 1 val and 2 test pieces of the 6 fixture chorales
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tests run two to a 2-core machine: one thread each avoids oversubscribed spinning."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def sessions_dir(tmp_path_factory, chorale_midi_dir) -> Path:
     """The 6 chorales encoded as session ``chorales``, one instrument per voice."""

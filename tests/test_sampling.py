@@ -109,15 +109,6 @@ def tiny_model(vocab: Vocabulary, session: dict | None = None, seed: int = 0) ->
     )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tests run two to a 2-core machine: one thread each avoids oversubscribed spinning."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Four encoded pieces (one in 3/4) as token sequences, and the vocabulary."""
