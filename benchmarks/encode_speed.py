@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
 
-from deeporb.corpus import dump_json, encode_file, load_note_file  # noqa: E402
+from deeporb.corpus import dump_json, encode_file, load_note_file, scan_note_files  # noqa: E402
 from deeporb.encoder import encode_session  # noqa: E402
 from deeporb.midi import find_midi_files, read_midi  # noqa: E402
 from deeporb.words import EncodingConfig, Vocabulary, decode_words, quantize  # noqa: E402
@@ -59,7 +59,7 @@ def fidelity(midi_dir: Path, config: EncodingConfig) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         manifest = encode_session(midi_dir=str(midi_dir), session="bench", sessions_dir=tmp, workers=1)
         stored = found = 0
-        for note_file in sorted((Path(tmp) / "bench").glob("*/*.json")):
+        for note_file in scan_note_files(Path(tmp) / "bench"):
             rec = load_note_file(note_file)
             stored += len(rec["notes"]["pitch"])
             want = quantize(rec["notes"], config)

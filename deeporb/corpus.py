@@ -241,6 +241,21 @@ def load_note_file(path: Path) -> dict:
     return orjson.loads(Path(path).read_bytes())
 
 
+def scan_note_files(session_dir: Path, instruments: Iterable[str] | None = None) -> list[Path]:
+    """Note files in the instrument folders of a session, sorted; optionally only some
+    instruments. The DataModule's ``cache/`` and hidden temp folders are not instruments."""
+    session_dir = Path(session_dir)
+    wanted = set(instruments) if instruments is not None else None
+    files = []
+    for folder in sorted(p for p in session_dir.iterdir() if p.is_dir()):
+        if folder.name == CACHE_DIR or folder.name.startswith("."):
+            continue
+        if wanted is not None and folder.name not in wanted:
+            continue
+        files += sorted(f for f in folder.glob("*.json") if f.is_file())
+    return files
+
+
 def list_sessions(sessions_dir: Path) -> list[str]:
     d = Path(sessions_dir)
     if not d.is_dir():

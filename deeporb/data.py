@@ -36,7 +36,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from deeporb.corpus import CACHE_DIR, MANIFEST, list_sessions, load_manifest
+from deeporb.corpus import CACHE_DIR, MANIFEST, list_sessions, load_manifest, scan_note_files
 from deeporb.errors import UserError
 from deeporb.instruments import safe_key
 from deeporb.words import BOS, EOS, PAD, UNK, EncodingConfig, Vocabulary
@@ -85,20 +85,6 @@ class NoteFileRef:
     @property
     def rel(self) -> str:
         return f"{self.instrument}/{self.path.name}"
-
-
-def scan_note_files(session_dir: Path, instruments: Iterable[str] | None = None) -> list[Path]:
-    """Note files in the instrument folders of a session, sorted; optionally only some instruments."""
-    session_dir = Path(session_dir)
-    wanted = set(instruments) if instruments is not None else None
-    files = []
-    for folder in sorted(p for p in session_dir.iterdir() if p.is_dir()):
-        if folder.name == CACHE_DIR or folder.name.startswith("."):
-            continue
-        if wanted is not None and folder.name not in wanted:
-            continue
-        files += sorted(f for f in folder.glob("*.json") if f.is_file())
-    return files
 
 
 def session_instruments(session_dir: Path) -> list[str]:

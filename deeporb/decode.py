@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from deeporb.corpus import MANIFEST, load_note_file
+from deeporb.corpus import MANIFEST, load_note_file, scan_note_files
 from deeporb.errors import UserError
 from deeporb.midi import Track, write_midi
 from deeporb.words import DecodeError, EncodingConfig, Vocabulary, decode_words
@@ -46,7 +46,7 @@ def decode_path(path: Path, out: Path) -> list[Path]:
         raise UserError(f"{path} is neither a note file nor a session folder (no {MANIFEST})")
     config = _session_config(path)
     written = []
-    for note_file in sorted(path.glob("*/*.json")):
+    for note_file in scan_note_files(path):
         target = out / note_file.relative_to(path).with_suffix(".mid")
         note_file_to_midi(note_file, target, config)
         written.append(target)

@@ -119,6 +119,9 @@ def test_encode_does_not_import_torch():
 
 def test_decode_session_back_to_midi(midi_dir, tmp_path):
     encode_session(midi_dir=str(midi_dir), session="d", sessions_dir=str(tmp_path / "s"), workers=1)
+    cache = tmp_path / "s" / "d" / "cache"  # what the DataModule leaves in a trained-on session
+    cache.mkdir()
+    (cache / "index-0123.json").write_text('{"tracks": []}')
     out = tmp_path / "decoded"
     written = decode_path(tmp_path / "s" / "d", out)
     assert len(written) == 4 and all(p.suffix == ".mid" for p in written)
