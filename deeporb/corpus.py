@@ -139,8 +139,8 @@ def dump_json(obj) -> bytes:
     """Compact JSON, keys in insertion order: the same object always gives the same bytes.
 
     orjson rather than the standard library: note files hold every note as floats, and
-    orjson writes them about 9x faster (docs/benchmarks.md, encode speed), with the same
-    shortest round-trip float text.
+    orjson writes them an order of magnitude faster (docs/benchmarks.md, encode speed),
+    with the same shortest round-trip float text.
     """
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
 

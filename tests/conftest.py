@@ -9,7 +9,7 @@ import torch
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """Tests run two to a 2-core machine (pytest -n 2): one torch thread per worker, since
-    oversubscribed threads spin and made training up to 12x slower here."""
+    oversubscribed threads spin and slow training down badly."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
