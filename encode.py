@@ -9,7 +9,7 @@ from deeporb.errors import exit_on_user_error
 @hydra.main(version_base="1.3", config_path="configs", config_name="encode")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    from deeporb.encoder import encode_session, print_summary
+    from deeporb.stages.encode import encode_session, print_summary
 
     manifest = encode_session(
         midi_dir=cfg.midi_dir,

@@ -9,7 +9,7 @@ from deeporb.errors import exit_on_user_error
 @hydra.main(version_base="1.3", config_path="configs", config_name="sample")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    from deeporb.sampling import print_summary, sample
+    from deeporb.stages.sample import print_summary, sample
 
     results = sample(
         ckpt_path=cfg.ckpt_path,
@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> None:
     )
     print_summary(results, cfg.out_dir)
     if cfg.compare:
-        from deeporb.sampling import compare_with_test_split
+        from deeporb.stages.sample import compare_with_test_split
 
         compare_with_test_split(results, cfg.ckpt_path, cfg.out_dir)
 

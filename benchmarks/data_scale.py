@@ -46,9 +46,9 @@ def peak_mb() -> float:
 
 def make_session(sessions_dir: Path, name: str, words: int) -> Path:
     """A session of ``words`` words in tracks of ~50k words; skipped when already there."""
-    from deeporb.corpus import MANIFEST, dump_json, note_file_name
+    from deeporb.encoding.words import EncodingConfig, Vocabulary, encode
     from deeporb.midi import atomic_write_bytes
-    from deeporb.words import EncodingConfig, Vocabulary, encode
+    from deeporb.session_store import MANIFEST, dump_json, note_file_name
 
     session = sessions_dir / name
     if (session / MANIFEST).is_file():
@@ -100,7 +100,7 @@ def measure(sessions_dir: Path, name: str, batches: int) -> dict:
     """Run in a fresh process: open the session, read batches, report memory and times."""
     import torch  # noqa: F401  (imported before the baseline reading, as in training)
 
-    from deeporb.data import SessionDataModule
+    from deeporb.data.datamodule import SessionDataModule
 
     base = rss_mb()
     t0 = time.perf_counter()

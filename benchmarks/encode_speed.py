@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
 
-from deeporb.corpus import dump_json, encode_file, load_note_file, scan_note_files  # noqa: E402
-from deeporb.encoder import encode_session  # noqa: E402
+from deeporb.encoding.words import EncodingConfig, Vocabulary, decode_words, quantize  # noqa: E402
 from deeporb.midi import find_midi_files, read_midi  # noqa: E402
-from deeporb.words import EncodingConfig, Vocabulary, decode_words, quantize  # noqa: E402
+from deeporb.session_store import dump_json, encode_file, load_note_file, scan_note_files  # noqa: E402
+from deeporb.stages.encode import encode_session  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ session=beethoven``, ``python encode.py dataset=bach_chorales``), trains every m
 ``python train.py`` in a subprocess under the same wall-clock budget (``trainer.max_time``;
 ``trainer.min_epochs=0`` and a high ``trainer.max_epochs`` so that the budget alone stops it;
 default callbacks, so the checkpoint kept is the best by ``val/loss``), then, in this process, scores the n-gram and
-every checkpoint on the same test split and the same words (``deeporb.evaluate``, whole
+every checkpoint on the same test split and the same words (``deeporb.evaluation.likelihood``, whole
 tracks), and compares 16-bar ``lstm_small`` samples with the held-out test pieces, beside
 real training excerpts (the ceiling) and white noise (the floor). Writes its section of
 docs/benchmarks.md and ``OUT/results.json``.
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 from report import machine, write_section  # noqa: E402
 
-from deeporb.evaluate import (  # noqa: E402
+from deeporb.evaluation.likelihood import (  # noqa: E402
     compare_samples,
     evaluate_checkpoints,
     excerpts,
@@ -108,7 +108,8 @@ def noise_pieces(n: int, quarters: float, notes: int, seed: int = 0) -> list[dic
 
 def music_statistics(ckpt: str, out: Path, samples: int, bars: int) -> dict:
     """lstm_small samples, real training excerpts and noise, each against the test pieces."""
-    from deeporb.sampling import load_generator, sample
+    from deeporb.checkpoints import load_generator
+    from deeporb.stages.sample import sample
 
     model = load_generator(ckpt)
     session = dict(model.hparams.session)
@@ -222,7 +223,7 @@ def markdown(results: dict, args, seconds: float) -> str:
         "default callbacks: the best checkpoint by val/loss is kept; `seed` is the original 1×64 LSTM, SGD, "
         "windows of 16 words). All rows are scored on the same test split and the same predicted words: every "
         "test track whole, `<bos> inst_KEY ... <eos>`, every word after `<bos>` predicted once "
-        "(`python -m deeporb.evaluate`, the default `--mode tracks`); bits/note = all bits / predicted notes. "
+        "(`python -m deeporb.evaluation.likelihood`, the default `--mode tracks`); bits/note = all bits / predicted notes. "
         "The n-gram is interpolated Kneser-Ney fitted on the train tracks, order 1-10 and plain/modified "
         "discounts chosen on the validation tracks. The last column is what `train.py` reports (its own "
         "`seq_len` windows, context restarting at each window).",

@@ -6,7 +6,7 @@ The original approach generated one sample at a time, one word per network step,
 picked each word in Python: logits to numpy, top-k, softmax, ``rng.choice`` (here it
 carries the LSTM state too, so it re-feeds nothing: the fairest version of it). The new
 sampler steps ``--samples`` rows together with the grammar mask, top-p filtering and the
-draw all in torch (``deeporb.sampling.generate``). Both run on the same model (lstm_small:
+draw all in torch (``deeporb.generation.loop.generate``). Both run on the same model (lstm_small:
 2 x 256, random weights unless ``--ckpt`` is given) in this one process, in alternating
 rounds so that a busy machine slows both alike; the best round of each is reported.
 """
@@ -24,9 +24,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
 
+from deeporb.checkpoints import load_generator  # noqa: E402
+from deeporb.encoding.words import BOS, EncodingConfig, Vocabulary  # noqa: E402
+from deeporb.generation.loop import generate  # noqa: E402
+from deeporb.generation.prompts import build_prompts, session_meter  # noqa: E402
 from deeporb.model import LSTMGenerator  # noqa: E402
-from deeporb.sampling import build_prompts, generate, load_generator, session_meter  # noqa: E402
-from deeporb.words import BOS, EncodingConfig, Vocabulary  # noqa: E402
 
 INSTRUMENTS = ("acoustic_bass", "acoustic_grand_piano", "drums", "violin")
 
@@ -117,7 +119,7 @@ def main() -> None:
         "",
         "The original loop samples one sequence, one word per network step, choosing in numpy "
         f"(top-{k}); it carries the LSTM state and has no grammar. The batched sampler "
-        "(`deeporb.sampling.generate`) steps all rows together with the grammar mask, the filter "
+        "(`deeporb.generation.loop.generate`) steps all rows together with the grammar mask, the filter "
         f"and the draw in torch; each row writes {args.bars} bars and leaves the batch when done "
         "(words counted are the words the rows kept). The top-p row sorts candidates per step; "
         "random weights spread probability widely, so its nucleus is larger than a trained model's.",

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import machine, write_section  # noqa: E402
 
-import deeporb.training  # noqa: E402,F401 - config resolvers
+import deeporb.stages.train  # noqa: E402,F401 - config resolvers
 
 
 def compose_config(midi_dir: str, sessions_dir: str, out: Path, *overrides: str):
@@ -93,7 +93,7 @@ def trainer_loop(cfg, dm, batches: list[dict], warmup: int, out: Path) -> float:
     from hydra.utils import instantiate
     from torch.utils.data import DataLoader
 
-    from deeporb.training import instantiate_group
+    from deeporb.stages.train import instantiate_group
 
     marks: dict[str, float] = {}
 

@@ -12,10 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-from deeporb.corpus import MANIFEST, load_note_file, scan_note_files
+from deeporb.encoding.words import DecodeError, EncodingConfig, Vocabulary, decode_words
 from deeporb.errors import UserError
 from deeporb.midi import Track, write_midi
-from deeporb.words import DecodeError, EncodingConfig, Vocabulary, decode_words
+from deeporb.session_store import MANIFEST, load_note_file, scan_note_files
 
 
 def note_file_to_midi(note_file: Path, out: Path, config: EncodingConfig) -> int:

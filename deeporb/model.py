@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import SumMetric
 
-from deeporb.words import PAD, WORD_KINDS, Vocabulary
+from deeporb.encoding.words import PAD, WORD_KINDS, Vocabulary
 
 State = tuple[torch.Tensor, torch.Tensor]
 STAGES = ("train", "val", "test")

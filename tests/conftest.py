@@ -20,9 +20,9 @@ def one_torch_thread():
 def chorale_midi_dir(tmp_path_factory) -> Path:
     """A folder of 6 real Bach chorales (4 tracks: soprano/alto/tenor/bass), exported once.
 
-    Real MIDI input for any test: music21's corpus exported by deeporb.datasets (~1 s).
+    Real MIDI input for any test: music21's corpus exported by deeporb.builtin_corpora.export (~1 s).
     """
-    from deeporb.datasets import export_dataset
+    from deeporb.builtin_corpora.export import export_dataset
 
     folder = export_dataset("bach_chorales", tmp_path_factory.mktemp("datasets"), limit=6)
     assert len(list(folder.glob("*.mid"))) == 6, f"expected 6 chorales in {folder}"
@@ -35,7 +35,7 @@ def chorale_sessions_dir(chorale_midi_dir, tmp_path_factory) -> Path:
     instruments (soprano/alto/tenor/bass). Split by the default fractions (0.1/0.1) they give
     4 train, 1 val and 1 test piece. Treat as read-only: copy it to change files.
     """
-    from deeporb.encoder import encode_session
+    from deeporb.stages.encode import encode_session
 
     sessions = tmp_path_factory.mktemp("sessions")
     encode_session(midi_dir=str(chorale_midi_dir), session="chorales", sessions_dir=str(sessions),

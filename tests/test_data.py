@@ -10,7 +10,7 @@ import pytest
 import torch
 from midi_factory import make_midi
 
-from deeporb.data import (
+from deeporb.data.datamodule import (
     SPLITS,
     SessionDataModule,
     WindowDataset,
@@ -22,9 +22,9 @@ from deeporb.data import (
     split_pieces,
     window_starts,
 )
-from deeporb.encoder import encode_session
+from deeporb.encoding.words import BOS, EOS, PAD
 from deeporb.errors import UserError
-from deeporb.words import BOS, EOS, PAD
+from deeporb.stages.encode import encode_session
 
 
 def chorales(sessions_dir, **kw) -> SessionDataModule:
@@ -219,7 +219,7 @@ def test_cache_is_rebuilt_when_a_note_file_changes(chorale_sessions_dir, tmp_pat
 
 
 def test_shift_pitches_keeps_every_pitch_in_range():
-    from deeporb.words import Vocabulary
+    from deeporb.encoding.words import Vocabulary
 
     v = Vocabulary()
     ids = np.array([v.index["bar"], v.id("C4"), v.id("dur_12"), v.id("F9"), v.id("dur_6")])

@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 import symusic
 
-from deeporb import datasets
-from deeporb.datasets import DATASETS, Piece, export_dataset, export_dataset_report, list_pieces
+from deeporb.builtin_corpora import export as datasets
+from deeporb.builtin_corpora.export import (
+    DATASETS,
+    Piece,
+    export_dataset,
+    export_dataset_report,
+    list_pieces,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SATB = ["soprano", "alto", "tenor", "bass"]
@@ -108,7 +114,7 @@ def test_bad_pieces_are_skipped_reported_recorded_and_not_retried(tmp_path, monk
     ]
     spec = dataclasses.replace(DATASETS["bach_chorales"], list_pieces=lambda root: pieces)
     monkeypatch.setitem(datasets.DATASETS, "bach_chorales", spec)
-    with caplog.at_level(logging.WARNING, logger="deeporb.datasets"):
+    with caplog.at_level(logging.WARNING, logger="deeporb.builtin_corpora.export"):
         report = export_dataset_report("bach_chorales", tmp_path, limit=1)
     # The skipped pieces do not count towards the limit: we still get one chorale.
     assert report.exported == ["bwv1.6"]
@@ -124,7 +130,7 @@ def test_bad_pieces_are_skipped_reported_recorded_and_not_retried(tmp_path, monk
 
     monkeypatch.setattr(datasets, "_convert", must_not_convert)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="deeporb.datasets"):
+    with caplog.at_level(logging.WARNING, logger="deeporb.builtin_corpora.export"):
         again = export_dataset_report("bach_chorales", tmp_path, limit=1)
     assert again.exported == [] and again.cached == ["bwv1.6"]
     assert set(again.skipped) == {"bwv227.3", "missing"}
@@ -242,7 +248,7 @@ def test_datasets_are_listed_without_parsing():
 
 
 def test_module_never_imports_torch_and_imports_music21_lazily():
-    tree = ast.parse((ROOT / "deeporb" / "datasets.py").read_text())
+    tree = ast.parse((ROOT / "deeporb" / "builtin_corpora" / "export.py").read_text())
     imported = {
         alias.name.split(".")[0]
         for node in ast.walk(tree)

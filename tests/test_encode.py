@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from midi_factory import make_midi, scale
 
-from deeporb.corpus import load_manifest, load_note_file
 from deeporb.decode import decode_path
-from deeporb.encoder import encode_session
+from deeporb.encoding.words import EncodingConfig, Vocabulary, decode_words, quantize
 from deeporb.errors import UserError
 from deeporb.midi import read_midi
-from deeporb.words import EncodingConfig, Vocabulary, decode_words, quantize
+from deeporb.session_store import load_manifest, load_note_file
+from deeporb.stages.encode import encode_session
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,7 @@ def test_cli_summary_and_exit_codes(midi_dir, tmp_path):
 
 
 def test_encode_does_not_import_torch():
-    code = "import sys, deeporb.encoder, deeporb.corpus, deeporb.datasets; print('torch' in sys.modules)"
+    code = "import sys, deeporb.stages.encode, deeporb.session_store, deeporb.builtin_corpora.export; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

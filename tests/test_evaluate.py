@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from deeporb.data import split_note_files, split_of, split_pieces
-from deeporb.encoder import encode_session
+from deeporb.checkpoints import load_generator
+from deeporb.data.datamodule import split_note_files, split_of, split_pieces
 from deeporb.errors import UserError
-from deeporb.evaluate import (
+from deeporb.evaluation.likelihood import (
     compare_samples,
     count_targets,
     evaluate_checkpoints,
@@ -28,7 +28,8 @@ from deeporb.evaluate import (
     reference_pieces,
     split_sequences,
 )
-from deeporb.sampling import load_generator, sample
+from deeporb.stages.encode import encode_session
+from deeporb.stages.sample import sample
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL, TEST = 0.3, 0.2  # gives 3 train, 1 val and 2 test pieces of the 6 fixture chorales
@@ -53,7 +54,7 @@ def compose(overrides: list[str]):
 
 def run_train(out: Path, sessions_dir: Path, *extra: str) -> dict:
     """train.py's config and run, in process (the CLI is a thin Hydra shell around it)."""
-    from deeporb.training import train
+    from deeporb.stages.train import train
 
     os.environ.setdefault("WANDB_MODE", "offline")
     cfg = compose([
@@ -159,7 +160,7 @@ def test_windows_mode_reproduces_train_py_test_metrics(run):
 
 
 def test_lstm_scoring_in_chunks_equals_one_pass(model, sessions_dir, session):
-    from deeporb.evaluate import datamodule_for, score_lstm
+    from deeporb.evaluation.likelihood import datamodule_for, score_lstm
 
     seqs = split_sequences(datamodule_for(session), "test", "tracks")
     whole = score_lstm(model, seqs, batch_size=3, chunk=10_000)
@@ -208,7 +209,7 @@ def test_evaluate_command_prints_every_row(run, tmp_path, capsys, monkeypatch):
 
 
 def test_command_errors_are_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "deeporb.evaluate", str(tmp_path / "missing.ckpt")],
+    proc = subprocess.run([sys.executable, "-m", "deeporb.evaluation.likelihood", str(tmp_path / "missing.ckpt")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from deeporb import metrics
-from deeporb.metrics import (
+from deeporb.evaluation import music_stats as metrics
+from deeporb.evaluation.music_stats import (
     HISTOGRAM_FEATURES,
     SCALAR_FEATURES,
     compare_sets,

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from deeporb.ngram import NGramLM, select_order
+from deeporb.evaluation.ngram import NGramLM, select_order
 
 
 def _random_sequences(rng, n_seq, length, vocab, start=0):

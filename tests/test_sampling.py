@@ -21,31 +21,8 @@ import pytorch_lightning as pl
 import symusic
 import torch
 
-from deeporb.errors import UserError
-from deeporb.instruments import program_key
-from deeporb.midi import read_midi
-from deeporb.model import LSTMGenerator
-from deeporb.sampling import (
-    KBAR,
-    KDUR,
-    KPITCH,
-    KPOS,
-    KTS,
-    KVEL,
-    Grammar,
-    GrammarState,
-    build_prompts,
-    candidates,
-    choose,
-    generate,
-    load_generator,
-    load_primer,
-    resolve_checkpoint,
-    sample,
-    session_meter,
-    tidy_notes,
-)
-from deeporb.words import (
+from deeporb.checkpoints import load_generator, resolve_checkpoint
+from deeporb.encoding.words import (
     BOS,
     EOS,
     PAD,
@@ -58,6 +35,15 @@ from deeporb.words import (
     pitch_word,
     quantize,
 )
+from deeporb.errors import UserError
+from deeporb.generation.draw import candidates, choose
+from deeporb.generation.loop import generate
+from deeporb.generation.masks import KBAR, KDUR, KPITCH, KPOS, KTS, KVEL, Grammar, GrammarState
+from deeporb.generation.prompts import build_prompts, load_primer, session_meter
+from deeporb.instruments import program_key
+from deeporb.midi import read_midi
+from deeporb.model import LSTMGenerator
+from deeporb.stages.sample import sample, tidy_notes
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("acoustic_bass", "acoustic_grand_piano", "drums")

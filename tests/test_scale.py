@@ -10,7 +10,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from deeporb.encoder import encode_session
+from deeporb.stages.encode import encode_session
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

@@ -16,7 +16,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import deeporb.training  # noqa: F401 - registers the resolvers the configs use
+import deeporb.stages.train  # noqa: F401 - registers the resolvers the configs use
 from deeporb.model import LSTMGenerator
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deeporb.words import (
+from deeporb.encoding.words import (
     DecodeError,
     EncodingConfig,
     Meter,

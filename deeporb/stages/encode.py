@@ -8,11 +8,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from deeporb.corpus import FileResult, build_manifest, encode_files, write_session
+from deeporb.encoding.words import EncodingConfig
 from deeporb.errors import UserError
 from deeporb.instruments import safe_key
 from deeporb.midi import find_midi_files
-from deeporb.words import EncodingConfig
+from deeporb.session_store import FileResult, build_manifest, encode_files, write_session
 
 
 def resolve_input(
@@ -22,7 +22,7 @@ def resolve_input(
     if bool(midi_dir) == bool(dataset):
         raise UserError("give exactly one of midi_dir=DIR or dataset=NAME")
     if dataset:
-        from deeporb.datasets import DATASETS, export_dataset
+        from deeporb.builtin_corpora.export import DATASETS, export_dataset
 
         if dataset not in DATASETS:
             raise UserError(f"unknown dataset {dataset!r}; available: {', '.join(sorted(DATASETS))}")

@@ -1,6 +1,6 @@
 """Evaluate checkpoints on held-out pieces: likelihood beside baselines, and music statistics.
 
-**Likelihood.** ``python -m deeporb.evaluate CKPT [LABEL=CKPT ...]`` scores every checkpoint on
+**Likelihood.** ``python -m deeporb.evaluation.likelihood CKPT [LABEL=CKPT ...]`` scores every checkpoint on
 the test split of the sessions it was trained on (the split is a hash of each piece id, so it
 is the one training held out), and fits an interpolated Kneser-Ney n-gram on the same
 sessions' train split, its order (and plain vs modified discounts) chosen on the validation
@@ -23,7 +23,7 @@ number of predicted pitch words (notes); ``bits/word`` divides by the predicted 
 
 **Music statistics.** :func:`reference_pieces` rebuilds the held-out pieces of a checkpoint's
 split from its ``session`` facts; :func:`compare_samples` compares generated samples with them
-through :func:`deeporb.metrics.compare_sets` (what ``sample.py compare=true`` prints).
+through :func:`deeporb.evaluation.music_stats.compare_sets` (what ``sample.py compare=true`` prints).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from deeporb.encoding.words import EncodingConfig, Vocabulary, quantize
 from deeporb.errors import UserError
-from deeporb.words import EncodingConfig, Vocabulary, quantize
 
 MODES = ("tracks", "windows")
 DEFAULT_ORDERS = tuple(range(1, 11))
@@ -165,7 +165,7 @@ def fit_ngram(
     The vocabulary size is the model's, so the n-gram spreads its unseen-word mass over the
     same words as the network's softmax.
     """
-    from deeporb.ngram import NGramLM, select_order
+    from deeporb.evaluation.ngram import NGramLM, select_order
 
     train = [np.asarray(s).tolist() for s in train]
     val = [np.asarray(s).tolist() for s in val]
@@ -212,7 +212,7 @@ def sessions_dir_of(session: Mapping, sessions_dir: str | Path | None = None) ->
 
 def datamodule_for(session: Mapping, sessions_dir: str | Path | None = None, seq_len: int | None = None):
     """A loaded ``SessionDataModule`` with exactly the checkpoint's sessions, instruments and split."""
-    from deeporb.data import SessionDataModule
+    from deeporb.data.datamodule import SessionDataModule
 
     dm = SessionDataModule(
         session=list(session["names"]),
@@ -308,7 +308,7 @@ def evaluate_checkpoints(
     Checkpoints that share sessions, split and vocabulary (and, in ``windows`` mode, seq_len)
     share one table and one n-gram row. The n-gram is fitted once per data.
     """
-    from deeporb.sampling import load_generator
+    from deeporb.checkpoints import load_generator
 
     if mode not in MODES:
         raise UserError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -416,7 +416,7 @@ def checkpoint_session(path: str | Path) -> dict:
     """The ``session`` facts of a checkpoint (a .ckpt file or a run folder), without the model."""
     import torch
 
-    from deeporb.sampling import resolve_checkpoint
+    from deeporb.checkpoints import resolve_checkpoint
 
     p = resolve_checkpoint(path)
     try:
@@ -447,11 +447,11 @@ def reference_pieces(
     Every track of a source piece (restricted to ``instruments`` when given, drums left out
     unless ``drums``) is concatenated into one piece; notes are quantized exactly as the words
     keep them, so real pieces and samples meet on the same grid. Each piece also carries
-    ``piece`` (its id, what :func:`deeporb.data.split_of` hashes), ``session``,
+    ``piece`` (its id, what :func:`deeporb.data.datamodule.split_of` hashes), ``session``,
     ``instruments`` and ``tracks`` (how many were concatenated). Sorted by (session, piece).
     """
-    from deeporb.corpus import load_note_file
-    from deeporb.data import SPLITS, split_pieces
+    from deeporb.data.datamodule import SPLITS, split_pieces
+    from deeporb.session_store import load_note_file
 
     session = _session_arg(session)
     if split not in SPLITS:
@@ -520,7 +520,7 @@ def excerpts(piece: Mapping, quarters: float) -> list[dict]:
 def beats_per_bar(session: Mapping) -> float:
     """Quarters per bar of the meter the sampler writes: the session's commonest
     representable time signature (4/4 when unknown)."""
-    from deeporb.sampling import session_meter
+    from deeporb.generation.prompts import session_meter
 
     n, d = session_meter(dict(session), EncodingConfig.from_dict(session.get("encoding"))).signatures[0]
     return 4 * n / d
@@ -558,11 +558,11 @@ def compare_samples(
 ) -> list[dict]:
     """Music statistics of generated samples against the held-out real pieces of ``split``.
 
-    ``samples``: ``SampleResult`` objects from :func:`deeporb.sampling.sample`, lists of
+    ``samples``: ``SampleResult`` objects from :func:`deeporb.stages.sample.sample`, lists of
     ``Track``, or note-column mappings. ``session``: the checkpoint's ``hparams.session``, or
     the checkpoint (a path: .ckpt file or run folder).
-    Returns :func:`deeporb.metrics.compare_sets` rows (``feature``, ``kind``, ``overlap``,
-    ``kl``, means, ...); :func:`deeporb.metrics.format_comparison` prints them.
+    Returns :func:`deeporb.evaluation.music_stats.compare_sets` rows (``feature``, ``kind``, ``overlap``,
+    ``kl``, means, ...); :func:`deeporb.evaluation.music_stats.format_comparison` prints them.
 
     * instruments: reference tracks are limited to the instruments the samples play (when
       the samples name them), else to ``instruments``, else all pitched instruments;
@@ -571,7 +571,7 @@ def compare_samples(
       length while samples have a fixed number of bars;
     * bars are the session's commonest time signature, the grid its encoding resolution.
     """
-    from deeporb.metrics import compare_sets
+    from deeporb.evaluation.music_stats import compare_sets
 
     if not samples:
         raise UserError("no samples to compare")
@@ -613,9 +613,9 @@ def overlap_summary(rows: Sequence[Mapping]) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m deeporb.evaluate CKPT [LABEL=CKPT ...]``: print the likelihood table(s)."""
+    """``python -m deeporb.evaluation.likelihood CKPT [LABEL=CKPT ...]``: print the likelihood table(s)."""
     parser = argparse.ArgumentParser(
-        prog="python -m deeporb.evaluate",
+        prog="python -m deeporb.evaluation.likelihood",
         description="Test-split bits per note of checkpoints beside a Kneser-Ney n-gram on the same words.",
     )
     parser.add_argument("checkpoints", nargs="+", metavar="[LABEL=]CKPT",

@@ -36,10 +36,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from deeporb.corpus import CACHE_DIR, MANIFEST, list_sessions, load_manifest, scan_note_files
+from deeporb.encoding.words import BOS, EOS, PAD, UNK, EncodingConfig, Vocabulary
 from deeporb.errors import UserError
 from deeporb.instruments import safe_key
-from deeporb.words import BOS, EOS, PAD, UNK, EncodingConfig, Vocabulary
+from deeporb.session_store import CACHE_DIR, MANIFEST, list_sessions, load_manifest, scan_note_files
 
 SPLITS = ("train", "val", "test")
 CACHE_FORMAT = 1
@@ -363,7 +363,7 @@ class SessionDataModule(pl.LightningDataModule):
         stride: words between training windows (None: ``seq_len // 2``).
         transpose: random transposition range in semitones for training windows.
         val_fraction, test_fraction: split fractions, by piece (see :func:`split_of`).
-        encode: keyword arguments for :func:`deeporb.encoder.encode_session` used to build
+        encode: keyword arguments for :func:`deeporb.stages.encode.encode_session` used to build
             a missing session (e.g. ``{"dataset": "bach_chorales"}``); None: a missing session
             is an error.
     """
@@ -412,7 +412,7 @@ class SessionDataModule(pl.LightningDataModule):
             if name in existing:
                 continue
             if self._encodes(name):
-                from deeporb.encoder import encode_session
+                from deeporb.stages.encode import encode_session
 
                 print(f"session {name!r} not found in {self.sessions_dir}: encoding it now")
                 encode_session(**{**self.encode, "session": name, "sessions_dir": str(self.sessions_dir)})

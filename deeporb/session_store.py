@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from deeporb.encoding.words import EncodingConfig, Vocabulary, encode
 from deeporb.errors import UserError
 from deeporb.instruments import instrument_key, safe_key
 from deeporb.midi import MidiReadError, atomic_write_bytes, read_midi
-from deeporb.words import EncodingConfig, Vocabulary, encode
 
 MANIFEST = "manifest.json"
 CACHE_DIR = "cache"

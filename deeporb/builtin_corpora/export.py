@@ -749,7 +749,7 @@ def export_dataset(
 
 
 def _main(argv: list[str] | None = None) -> int:
-    """``python -m deeporb.datasets NAME CACHE_DIR [--limit N] [--workers W]`` (prints timing)."""
+    """``python -m deeporb.builtin_corpora.export NAME CACHE_DIR [--limit N] [--workers W]`` (prints timing)."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Export a music21 corpus to cached MIDI files.")

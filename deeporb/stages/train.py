@@ -5,7 +5,7 @@ A run folder (``outputs/train/DATE/TIME``) holds ``checkpoints/`` (best by ``val
 ``last.ckpt``), the loggers' files (``wandb/offline-run-*``, ``csv/``, ``tensorboard/``) and
 ``metrics.json`` (final val and test metrics, best checkpoint). Checkpoints are
 self-contained: the model's hyper-parameters hold the vocabulary and the ``session`` facts
-(see :meth:`deeporb.data.SessionDataModule.session_info`), and the resolved run config rides
+(see :meth:`deeporb.data.datamodule.SessionDataModule.session_info`), and the resolved run config rides
 along under ``deeporb_config``.
 """
 
@@ -23,10 +23,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
+from deeporb.encoding.words import Vocabulary
 from deeporb.errors import UserError
 from deeporb.instruments import safe_key
 from deeporb.model import LSTMGenerator
-from deeporb.words import Vocabulary
 
 SIZE_KEYS = ("embed_dim", "hidden_size", "num_layers", "tie_weights")
 

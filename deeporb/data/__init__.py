@@ -1,0 +1,1 @@
+"""Training data: split by piece, token cache, windows and augmentation, the DataModule."""

@@ -1,0 +1,1 @@
+"""Words: the encoding config, vocabulary, notes <-> words, and the grammar they follow."""

@@ -1,0 +1,1 @@
+"""Evaluation: likelihood beside an n-gram baseline, music statistics, set comparison."""
