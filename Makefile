@@ -7,12 +7,18 @@ export WANDB_SILENT ?= true
 
 .PHONY: setup demo test lint clean
 
-# torch first: the CPU wheel, so a looser requirement does not pull the CUDA build
+# the core install, all the demo needs; torch first: the CPU wheel, so a looser requirement
+# does not pull the CUDA build
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# + the test tools, and the extras whose configs the tests run (an Optuna sweep) or compose (SLURM)
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[dev,sweep,slurm]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -27,7 +33,7 @@ demo: setup
 	$(PY) sample.py ckpt_path=$(DEMO)/run num_samples=4 bars=16 seed=1 out_dir=$(DEMO)/samples
 	@echo "demo done: samples (MIDI + piano rolls) in $(DEMO)/samples, training run in $(DEMO)/run"
 
-lint: setup
+lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .
 
 test: lint

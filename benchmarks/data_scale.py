@@ -47,7 +47,7 @@ def peak_mb() -> float:
 def make_session(sessions_dir: Path, name: str, words: int) -> Path:
     """A session of ``words`` words in tracks of ~50k words; skipped when already there."""
     from deeporb.encoding.words import EncodingConfig, Vocabulary, encode
-    from deeporb.midi import atomic_write_bytes
+    from deeporb.fileio import atomic_write_bytes
     from deeporb.session_store import MANIFEST, dump_json, note_file_name
 
     session = sessions_dir / name
@@ -117,8 +117,8 @@ def measure(sessions_dir: Path, name: str, batches: int) -> dict:
         next(it)
     per_batch = (time.perf_counter() - t1) / batches
     return {
-        "words": sum(t["length"] for t in dm.tracks),
-        "tracks": len(dm.tracks),
+        "words": sum(t["length"] for t in dm.rows),
+        "tracks": len(dm.rows),
         "windows": len(dm.dataset("train")),
         "open_s": t_open,
         "rss_base_mb": base,

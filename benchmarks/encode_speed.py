@@ -23,22 +23,27 @@ from report import machine, write_section  # noqa: E402
 
 from deeporb.encoding.words import EncodingConfig, Vocabulary, decode_words, quantize  # noqa: E402
 from deeporb.midi import find_midi_files, read_midi  # noqa: E402
-from deeporb.session_store import dump_json, encode_file, load_note_file, scan_note_files  # noqa: E402
-from deeporb.stages.encode import encode_session  # noqa: E402
+from deeporb.session_store import dump_json, load_note_file, scan_note_files  # noqa: E402
+from deeporb.stages.encode import encode_session, encode_tracks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def records_of(path: Path, root: Path, config: EncodingConfig) -> list[dict]:
+    """The note-file records of one MIDI file: what encode.py writes (read + words)."""
+    return encode_tracks(read_midi(path), path.relative_to(root).as_posix(), config, "program")[0]
 
 
 def time_deeporb(files, root, config) -> tuple[float, float, int]:
     """-> (seconds for words only, seconds including note-file serialisation, words)."""
     t0 = time.perf_counter()
-    results = [encode_file(f, root, config) for f in files]
+    results = [records_of(f, root, config) for f in files]
     t1 = time.perf_counter()
-    for r in results:
-        for rec in r.records:
+    for records in results:
+        for rec in records:
             dump_json(rec)
     t2 = time.perf_counter()
-    words = sum(len(rec["words"].split()) for r in results for rec in r.records)
+    words = sum(len(rec["words"].split()) for records in results for rec in records)
     return t1 - t0, t2 - t0, words
 
 
@@ -47,7 +52,7 @@ def time_serializers(files, root, config, repeats: int) -> tuple[float, float]:
     orjson (what corpus.dump_json uses), on the same records."""
     import json
 
-    records = [rec for f in files for rec in encode_file(f, root, config).records]
+    records = [rec for f in files for rec in records_of(f, root, config)]
     plain = [{**r, "notes": {k: v.tolist() for k, v in r["notes"].items()}} for r in records]
     stdlib, fast = [], []
     for _ in range(repeats):
@@ -77,7 +82,7 @@ def fidelity(midi_dir: Path, config: EncodingConfig) -> dict:
     in_midi = sum(len(t) for f in files for t in read_midi(f).tracks)
     vocab = Vocabulary(config)
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = encode_session(midi_dir=str(midi_dir), session="bench", sessions_dir=tmp, workers=1)
+        manifest = encode_session(midi_dir=str(midi_dir), session="bench", sessions_dir=tmp, workers=1, progress=False)
         stored = found = 0
         for note_file in scan_note_files(Path(tmp) / "bench"):
             rec = load_note_file(note_file)

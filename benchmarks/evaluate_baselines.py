@@ -1,7 +1,7 @@
-"""Held-out bits per note of an n-gram, the original ``seed`` LSTM and ``lstm_small``/``lstm_medium``
+"""Held-out bits per note of an n-gram, the original LSTM (``experiment=original_baseline``) and ``lstm_small``/``lstm_medium``
 after the same CPU training budget, and music statistics of ``lstm_small`` samples.
 
-    python benchmarks/evaluate_baselines.py [--minutes 3] [--models seed lstm_small lstm_medium]
+    python benchmarks/evaluate_baselines.py [--minutes 3] [--models original lstm_small lstm_medium]
         [--corpora beethoven bach_chorales] [--samples 16] [--bars 16] [--reuse-runs] [--no-write]
 
 For each corpus the script encodes it (``python encode.py midi_dir=../shared/data/beethoven
@@ -9,7 +9,7 @@ session=beethoven``, ``python encode.py dataset=bach_chorales``), trains every m
 ``python train.py`` in a subprocess under the same wall-clock budget (``trainer.max_time``;
 ``trainer.min_epochs=0`` and a high ``trainer.max_epochs`` so that the budget alone stops it;
 default callbacks, so the checkpoint kept is the best by ``val/loss``), then, in this process, scores the n-gram and
-every checkpoint on the same test split and the same words (``deeporb.evaluation.likelihood``, whole
+every checkpoint on the same test split and the same words (``python evaluate.py``'s scoring, whole
 tracks), and compares 16-bar ``lstm_small`` samples with the held-out test pieces, beside
 real training excerpts (the ceiling) and white noise (the floor). Writes its section of
 docs/benchmarks.md and ``OUT/results.json``.
@@ -33,13 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 from report import machine, write_section  # noqa: E402
 
-from deeporb.evaluation.likelihood import (  # noqa: E402
+from deeporb.evaluation.compare import (  # noqa: E402
     compare_samples,
-    evaluate_checkpoints,
     excerpts,
     overlap_summary,
     reference_pieces,
 )
+from deeporb.evaluation.likelihood import evaluate_checkpoints  # noqa: E402
 
 CORPORA = {
     "beethoven": ["midi_dir=../shared/data/beethoven", "session=beethoven"],
@@ -83,7 +83,8 @@ def train(corpus: str, model: str, minutes: float, out: Path, reuse: bool) -> di
     budget = time.strftime("00:%H:%M:%S", time.gmtime(round(minutes * 60)))
     print(f"  {model}: training for {budget} ...", flush=True)
     t0 = time.perf_counter()
-    run([sys.executable, "train.py", "data=default", f"data.session={corpus}", f"model={model}",
+    run([sys.executable, "train.py", "data=default", f"data.session={corpus}",
+         "experiment=original_baseline" if model == "original" else f"model={model}",
          "trainer=cpu", "logger=csv", f"trainer.max_time={budget}", "trainer.min_epochs=0", "trainer.max_epochs=1000",
          "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"],
         run_dir.with_suffix(".log"))
@@ -108,16 +109,16 @@ def noise_pieces(n: int, quarters: float, notes: int, seed: int = 0) -> list[dic
 
 def music_statistics(ckpt: str, out: Path, samples: int, bars: int) -> dict:
     """lstm_small samples, real training excerpts and noise, each against the test pieces."""
-    from deeporb.checkpoints import load_generator
-    from deeporb.stages.sample import sample
+    from deeporb.checkpoints import facts, load_generator
+    from deeporb.stages.sample import RenderConfig, SampleConfig, sample
 
     model = load_generator(ckpt)
-    session = dict(model.hparams.session)
+    session = facts(model)
     held_out = reference_pieces(session, "test")
     instruments = sorted({k for p in held_out for k in p["instruments"]})
     t0 = time.perf_counter()
-    results = sample(None, out, num_samples=samples, bars=bars, seed=0, instruments=instruments,
-                     render={"piano_roll": False}, model=model)
+    results = sample(SampleConfig(out_dir=str(out), num_samples=samples, bars=bars, seed=0, instruments=instruments,
+                                  render=RenderConfig(piano_roll=False)), model=model)
     sample_seconds = time.perf_counter() - t0
     length = float(np.median([r.bars * 4 * int(r.time_signature.split("/")[0]) / int(r.time_signature.split("/")[1])
                               for r in results]))
@@ -212,7 +213,7 @@ def corpus_markdown(corpus: str, result: dict, minutes: float) -> str:
 def markdown(results: dict, args, seconds: float) -> str:
     models = ", ".join(f"`{m}`" for m in args.models)
     text = [
-        "## Held-out likelihood: n-gram, seed and LSTMs after the same CPU budget; music statistics",
+        "## Held-out likelihood: n-gram, original and LSTMs after the same CPU budget; music statistics",
         "",
         f"`python benchmarks/evaluate_baselines.py --minutes {args.minutes:g} --models {' '.join(args.models)}`; "
         f"{machine()}; {args.threads} torch thread(s) per process; {seconds / 60:.1f} minutes in all. The "
@@ -220,10 +221,10 @@ def markdown(results: dict, args, seconds: float) -> str:
         "",
         f"Each of {models} trained by `python train.py data.session=CORPUS model=MODEL trainer=cpu logger=csv "
         f"trainer.max_time=...` for {args.minutes:g} wall-clock minutes (`trainer.min_epochs=0 trainer.max_epochs=1000`: the budget alone stops it; "
-        "default callbacks: the best checkpoint by val/loss is kept; `seed` is the original 1×64 LSTM, SGD, "
-        "windows of 16 words). All rows are scored on the same test split and the same predicted words: every "
+        "default callbacks: the best checkpoint by val/loss is kept; `original` is the original 1×64 LSTM, SGD, "
+        "windows of 16 words: `experiment=original_baseline` in place of `model=MODEL`). All rows are scored on the same test split and the same predicted words: every "
         "test track whole, `<bos> inst_KEY ... <eos>`, every word after `<bos>` predicted once "
-        "(`python -m deeporb.evaluation.likelihood`, the default `--mode tracks`); bits/note = all bits / predicted notes. "
+        "(`python evaluate.py`, the default `mode=tracks`); bits/note = all bits / predicted notes. "
         "The n-gram is interpolated Kneser-Ney fitted on the train tracks, order 1-10 and plain/modified "
         "discounts chosen on the validation tracks. The last column is what `train.py` reports (its own "
         "`seq_len` windows, context restarting at each window).",
@@ -245,7 +246,7 @@ def markdown(results: dict, args, seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=3.0, help="training budget per model")
-    parser.add_argument("--models", nargs="+", default=["seed", "lstm_small", "lstm_medium"])
+    parser.add_argument("--models", nargs="+", default=["original", "lstm_small", "lstm_medium"])
     parser.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--bars", type=int, default=16)

@@ -24,10 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
 
-from deeporb.checkpoints import load_generator  # noqa: E402
+from deeporb.checkpoints import facts, load_generator  # noqa: E402
 from deeporb.encoding.words import BOS, EncodingConfig, Vocabulary  # noqa: E402
 from deeporb.generation.loop import generate  # noqa: E402
-from deeporb.generation.prompts import build_prompts, session_meter  # noqa: E402
+from deeporb.generation.prompts import build_prompts  # noqa: E402
 from deeporb.model import LSTMGenerator  # noqa: E402
 
 INSTRUMENTS = ("acoustic_bass", "acoustic_grand_piano", "drums", "violin")
@@ -61,7 +61,7 @@ def original_loop(model, key: str, words: int, top_k: int, seed: int) -> tuple[i
 def batched(model, key: str, samples: int, bars: int, top_k: int, top_p: float, seed: int) -> tuple[int, float]:
     """``samples`` rows of ``bars`` bars in one batch. -> (words generated, seconds)."""
     t0 = time.perf_counter()
-    meter = session_meter({}, model.vocab.config)
+    meter = facts(model).meter()
     prompts = build_prompts(model.vocab, [key], meter, None)
     rows = generate(model, prompts, samples, bars, temperature=1.0, top_k=top_k, top_p=top_p, seed=seed)
     return sum(len(r) for sample in rows for r in sample), time.perf_counter() - t0

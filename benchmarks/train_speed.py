@@ -1,5 +1,5 @@
 """Training speed of train.py's Trainer against a bare PyTorch loop, and lstm_small against
-the original network (seed) at equal wall-clock time.
+the original network (``experiment=original_baseline``) at equal wall-clock time.
 
     python benchmarks/train_speed.py [--midi-dir ../shared/data/beethoven] [--steps 30]
                                      [--rounds 2] [--minutes 3] [--skip-quality]
@@ -12,7 +12,8 @@ the original network (seed) at equal wall-clock time.
    words, timed from the end of the warm-up steps to the last step. Rounds alternate so a busy
    machine slows both alike; the best round of each is reported. Goal: >= 0.9 of the bare loop.
 2. Quality at equal time: ``python train.py data=midi_folder midi_dir=... model=M
-   trainer.max_time=...`` for lstm_small and seed, each in a fresh process; val bits per
+   trainer.max_time=...`` for lstm_small and original (with ``experiment=original_baseline``, its
+   windows of 16 words in batches of 16), each in a fresh process; val bits per
    note of the best checkpoint (or the last weights when no validation ran in time).
 
 Writes its section of docs/benchmarks.md (between ``<!-- train_speed -->`` markers).
@@ -151,11 +152,11 @@ def quality(args, work: Path) -> list[dict]:
     minutes = args.minutes
     limit = f"00:00:{int(minutes):02d}:{int(round((minutes % 1) * 60)):02d}"
     rows = []
-    for model in ("lstm_small", "seed"):
+    for model in ("lstm_small", "original"):
         out = work / f"quality_{model}"
         cmd = [
             sys.executable, str(ROOT / "train.py"), "data=midi_folder", f"midi_dir={args.midi_dir}",
-            f"paths.sessions_dir={args.sessions_dir}", f"model={model}", "trainer=cpu", "logger=csv",
+            f"paths.sessions_dir={args.sessions_dir}", "experiment=original_baseline" if model == "original" else f"model={model}", "trainer=cpu", "logger=csv",
             f"trainer.max_time={limit}", "test=false", f"hydra.run.dir={out}",
             "trainer.enable_progress_bar=false", "++callbacks.rich_progress_bar=null",
         ]
@@ -168,9 +169,9 @@ def quality(args, work: Path) -> list[dict]:
             raise SystemExit(f"train.py failed for {model}:\n{proc.stderr[-3000:]}")
         metrics = json.loads((out / "metrics.json").read_text())
         config = yaml.safe_load((out / ".hydra" / "config.yaml").read_text())
-        from deeporb.model import LSTMGenerator
+        from deeporb.checkpoints import load_generator
 
-        params = LSTMGenerator.load_from_checkpoint(metrics["last_checkpoint"], map_location="cpu").parameter_count()
+        params = load_generator(metrics["last_checkpoint"]).parameter_count()
         seq_len, batch = config["data"]["seq_len"], config["data"]["batch_size"]
         rows.append({
             "model": model, "params": params, "seq_len": seq_len, "batch": batch,
@@ -184,7 +185,7 @@ def markdown(args, speed: dict | None, rows: list[dict] | None) -> str:
     cmd = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
-        "## Training speed and the seed baseline", "",
+        "## Training speed and the original baseline", "",
         f"`{cmd.strip()}`; {machine()}; torch threads: {torch.get_num_threads()}; "
         f"load average when the script started: {args.load}, at the end: {load} (the machine is shared).", "",
     ]
@@ -209,7 +210,7 @@ def markdown(args, speed: dict | None, rows: list[dict] | None) -> str:
         ]
     if rows:
         lines += [
-            f"**lstm_small vs seed at equal wall-clock time.** `python train.py data=midi_folder midi_dir={shown_dir} "
+            f"**lstm_small vs original at equal wall-clock time.** `python train.py data=midi_folder midi_dir={shown_dir} "
             f"model=M trainer=cpu trainer.max_time=…` for {args.minutes:g} minutes each (validation inside the limit), "
             "one process each, one after the other. Validation bits per note of the best checkpoint on the "
             "held-out pieces (split by piece hash, 10%); each model is scored on windows of its own sequence length.",

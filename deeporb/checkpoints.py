@@ -1,16 +1,24 @@
-"""Checkpoints: resolve a run folder, read a checkpoint, load the model, the session facts it carries."""
+"""Checkpoints: resolve a run folder, read a checkpoint, load the model, the session facts it carries.
+
+This is the package's one ``torch.load``. Each way a checkpoint can be wrong (missing,
+truncated or not a torch file, someone else's checkpoint, an unreadable or mismatched
+vocabulary, weights that do not fit) has its own one-line :class:`UserError`, whoever reads it:
+sampling, evaluation or training's resume and evaluate-only runs.
+"""
 
 from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from deeporb.data.facts import SessionFacts
 from deeporb.encoding.words import Vocabulary
 from deeporb.errors import UserError
-from deeporb.instruments import key_program
+from deeporb.model import LSTMGenerator
 
 
 def resolve_checkpoint(path: str | Path | None) -> Path:
@@ -45,32 +53,41 @@ def resolve_checkpoint(path: str | Path | None) -> Path:
     )
 
 
-def load_generator(path: str | Path, device: str = "cpu"):
-    """Load an ``LSTMGenerator`` for sampling, with a clear error for a wrong or broken file."""
-    from deeporb.model import LSTMGenerator
-
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict of a ``.ckpt`` file or run folder, checked to be a DeepOrb model
+    whose weights match its own vocabulary (``state_dict``, ``hyper_parameters`` with
+    ``vocab`` and ``session``, and what Lightning keeps for resuming)."""
     path = resolve_checkpoint(path)
+    where = repr(str(path))
     try:  # full unpickling, as Lightning does: a checkpoint is trusted like any code you run
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         first = (str(e).splitlines() or [type(e).__name__])[0][:120]
-        raise UserError(f"cannot read checkpoint {str(path)!r}: {first}") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "vocab" not in ckpt.get("hyper_parameters", {}):
-        raise UserError(f"{str(path)!r} is not a DeepOrb checkpoint (no weights or vocabulary); pass a file written by train.py")
-    hparams = dict(ckpt["hyper_parameters"])
+        raise UserError(f"cannot read checkpoint {where} (truncated, or not written by torch.save): {first}") from None
+    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), Mapping)
+            and isinstance(ckpt.get("hyper_parameters"), Mapping) and "vocab" in ckpt["hyper_parameters"]):
+        raise UserError(f"{where} is not a DeepOrb checkpoint (no weights or vocabulary); pass a file written by train.py")
     try:
-        vocab = Vocabulary.from_dict(hparams["vocab"])
+        vocab = Vocabulary.from_dict(ckpt["hyper_parameters"]["vocab"])
     except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"checkpoint {str(path)!r} has an unreadable vocabulary ({e})") from None
+        raise UserError(f"checkpoint {where} has an unreadable vocabulary ({e}); pass a file written by train.py") from None
     weights = ckpt["state_dict"].get("embedding.weight")
     if weights is None or weights.shape[0] != len(vocab):
         rows = None if weights is None else weights.shape[0]
         raise UserError(
-            f"checkpoint {str(path)!r} was trained with another vocabulary ({rows} words in its "
+            f"checkpoint {where} was trained with another vocabulary ({rows} words in its "
             f"weights, {len(vocab)} from its encoding config); sample with the code that trained it or retrain"
         )
+    return ckpt
+
+
+def load_generator(path: str | Path, device: str = "cpu") -> LSTMGenerator:
+    """The ``LSTMGenerator`` of a checkpoint (file or run folder), in eval mode on ``device``;
+    ``model.checkpoint_path`` says which file it came from."""
+    path = resolve_checkpoint(path)
+    ckpt = read_checkpoint(path)
     accepted = set(inspect.signature(LSTMGenerator.__init__).parameters) - {"self"}
-    model = LSTMGenerator(**{k: v for k, v in hparams.items() if k in accepted})
+    model = LSTMGenerator(**{k: v for k, v in ckpt["hyper_parameters"].items() if k in accepted})
     try:
         model.load_state_dict(ckpt["state_dict"], strict=False)
     except RuntimeError as e:
@@ -83,22 +100,14 @@ def load_generator(path: str | Path, device: str = "cpu"):
     return model.to(device).eval()
 
 
-def session_info(model) -> dict:
-    """The checkpoint's session facts, with defaults for anything a trainer left out."""
-    session = dict(model.hparams.get("session") or {})
-    session.setdefault("qpm_median", 120.0)
-    session.setdefault("time_signatures", {"4/4": 1})
-    session.setdefault("instruments", {})
-    session.setdefault("instrument_key", "program")
-    return session
-
-
-def instrument_program(key: str, session: dict) -> tuple[int, bool]:
-    """Instrument key -> (GM program, is_drum): the session's record first, then the GM name."""
-    info = (session.get("instruments") or {}).get(key) or {}
-    program, is_drum = key_program(key)
-    if "program" in info:
-        program = int(info["program"])
-    if "is_drum" in info:
-        is_drum = bool(info["is_drum"])
-    return program, is_drum
+def facts(source) -> SessionFacts:
+    """The session facts of a model, a checkpoint (file or run folder), its hyper-parameters,
+    or a bare ``hparams.session`` dict (which, unlike hyper-parameters, has no ``vocab``)."""
+    if isinstance(source, SessionFacts):
+        return source
+    if isinstance(source, (str, Path)):
+        source = read_checkpoint(source)["hyper_parameters"]
+    hparams = getattr(source, "hparams", source)
+    if "vocab" not in hparams:
+        return SessionFacts.from_dict(hparams)
+    return SessionFacts.from_dict(hparams.get("session"), Vocabulary.from_dict(hparams["vocab"]))

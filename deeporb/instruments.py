@@ -46,6 +46,10 @@ GM_PROGRAMS = (
 assert len(GM_PROGRAMS) == 128
 
 DRUMS = "drums"
+# Keys with a meaning of their own, which no track name may take: ``drums`` (real drum
+# tracks only: a melody keyed so would be written back on the drum channel) and the folder
+# names a session keeps beside its instrument folders (session_store.CACHE_DIR).
+RESERVED_KEYS = frozenset({DRUMS, "cache"})
 MAX_KEY_LENGTH = 40
 
 
@@ -73,13 +77,18 @@ def instrument_key(mode: str, program: int, is_drum: bool, track_name: str) -> s
 
     Drum tracks are always ``drums`` whatever their name: they sound on channel 10 and
     their pitches are kit pieces, not notes, so they must never share a key with a melody.
+    A name that is a reserved key (a melodic track called "Drums", a track called "cache")
+    gets ``_track`` appended.
     """
     if is_drum:
         return DRUMS
     if mode == "program":
         return program_key(program, is_drum)
     if mode == "name":
-        return safe_key(track_name) or program_key(program, is_drum)
+        key = safe_key(track_name)
+        if not key:
+            return program_key(program, is_drum)
+        return f"{key}_track" if key in RESERVED_KEYS else key
     raise ValueError(f"instrument_key must be 'program' or 'name', not {mode!r}")
 
 

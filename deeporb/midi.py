@@ -6,23 +6,15 @@ ticks-per-quarter: ``onset = tick / tpq``. Nothing here knows about words or tor
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from deeporb.fileio import atomic_write_bytes
+
 MIDI_SUFFIXES = (".mid", ".midi")
-
-
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _umask_mode()
 
 
 class MidiReadError(Exception):
@@ -102,20 +94,6 @@ def read_midi(path: str | Path) -> Piece:
     return piece
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; finished files are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_midi(
     path: str | Path,
     tracks: list[Track],
@@ -126,7 +104,9 @@ def write_midi(
     """Write tracks (note columns in quarters) as a multi-track MIDI file with miditoolkit.
 
     Drum tracks go to channel 10 (miditoolkit's ``is_drum``). Every note lasts at least one
-    tick, so no note hangs or vanishes in a player.
+    tick, so no note hangs or vanishes in a player. Track names are written as UTF-8 bytes
+    (what :func:`read_midi` decodes), passed through the writer's Latin-1 text as one
+    character per byte, so any Unicode name round-trips.
     """
     import miditoolkit
 
@@ -139,7 +119,8 @@ def write_midi(
             miditoolkit.TimeSignature(int(n), int(d), int(round(q * tpq)))
         )
     for track in tracks:
-        inst = miditoolkit.Instrument(program=track.program, is_drum=track.is_drum, name=track.name)
+        name = track.name.encode("utf-8", "replace").decode("latin-1")
+        inst = miditoolkit.Instrument(program=track.program, is_drum=track.is_drum, name=name)
         cols = track.notes
         starts = np.rint(np.asarray(cols["onset"], dtype=np.float64) * tpq).astype(np.int64)
         ends = np.rint(
@@ -149,15 +130,8 @@ def write_midi(
         for s, e, p, v in zip(starts, ends, cols["pitch"], cols["velocity"], strict=True):
             inst.notes.append(miditoolkit.Note(int(v), int(p), int(s), int(e)))
         midi.instruments.append(inst)
+    data = io.BytesIO()
+    midi.dump(file=data)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        midi.dump(tmp)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data.getvalue())
     return path

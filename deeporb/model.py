@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import SumMetric
 
-from deeporb.encoding.words import PAD, WORD_KINDS, Vocabulary
+from deeporb.encoding.grammar import KINDS
+from deeporb.encoding.words import PAD, Vocabulary
 
 State = tuple[torch.Tensor, torch.Tensor]
 STAGES = ("train", "val", "test")
@@ -94,7 +95,7 @@ class LSTMGenerator(pl.LightningModule):
         if tie_weights:
             self.head.weight = self.embedding.weight
         kinds = torch.as_tensor(self.vocab.kind_of())
-        self.register_buffer("is_note", kinds == WORD_KINDS.index("pitch"), persistent=False)
+        self.register_buffer("is_note", kinds == KINDS.index("pitch"), persistent=False)
         self.sums = nn.ModuleDict(
             {f"{stage}_{name}": SumMetric() for stage in STAGES for name in SUMS}
         )

@@ -1,48 +1,39 @@
-"""The session corpus on disk: one JSON note file per track, grouped by instrument.
+"""The session on disk: one JSON note file per track, grouped by instrument.
 
     SESSION/manifest.json                 config, instruments, pieces, counts, skipped files
     SESSION/INSTRUMENT/PIECE-HASH6.json   one track: source, program, tempos, notes, words
     SESSION/cache/                        token ids built by the DataModule
 
-A session is built in a temporary folder beside its final place and swapped in with a
-rename, so an interrupted encode never leaves a half-written session, and re-encoding the
-same input gives byte-identical files (no timestamps, stable order).
+A session is built in a staging folder beside its final place and swapped in by rename
+(:func:`deeporb.fileio.staged_folder`), so an interrupted encode never leaves a half-written
+session, and re-encoding the same input gives byte-identical files (no timestamps, stable
+order). Note files are written as they are made and the manifest is gathered from small
+per-file entries, its per-piece list spooled to disk, so writing a session takes memory
+independent of its size.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import os
-import shutil
+from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import orjson
 
-from deeporb.encoding.words import EncodingConfig, Vocabulary, encode
+from deeporb.encoding.words import EncodingConfig
 from deeporb.errors import UserError
-from deeporb.instruments import instrument_key, safe_key
-from deeporb.midi import MidiReadError, atomic_write_bytes, read_midi
+from deeporb.instruments import RESERVED_KEYS, safe_key
 
 MANIFEST = "manifest.json"
-CACHE_DIR = "cache"
+CACHE_DIR = "cache"  # one of instruments.RESERVED_KEYS, so no instrument folder is ever named so
 FORMAT_VERSION = 1
-
-
-@dataclass
-class FileResult:
-    """What encoding one MIDI file produced: note files to write, or why it was skipped."""
-
-    source: str
-    records: list[dict] = field(default_factory=list)
-    skip_reason: str | None = None
-    stats: Counter = field(default_factory=Counter)
+_PIECES_SPOOL = ".pieces.jsonl"
+assert CACHE_DIR in RESERVED_KEYS
 
 
 def note_file_name(source: str, track: int) -> str:
@@ -52,87 +43,9 @@ def note_file_name(source: str, track: int) -> str:
     return f"{stem}-{digest}.json"
 
 
-@functools.lru_cache(maxsize=8)
-def vocabulary(config: EncodingConfig) -> Vocabulary:
-    """The instrument-free vocabulary of a config, built once per process."""
-    return Vocabulary(config)
-
-
-def encode_file(
-    path: Path, root: Path, config: EncodingConfig, key_mode: str = "program"
-) -> FileResult:
-    """Read one MIDI file and turn each non-empty track into a note-file record."""
-    source = path.relative_to(root).as_posix()
-    result = FileResult(source)
-    try:
-        piece = read_midi(path)
-    except MidiReadError as e:
-        result.skip_reason = str(e)
-        return result
-    vocab = vocabulary(config)
-    max_steps = config.max_duration_quarters * config.resolution
-    for index, track in enumerate(piece.tracks):
-        if len(track) == 0:
-            result.stats["empty_tracks"] += 1
-            continue
-        notes = track.notes
-        words, meter = encode(notes, piece.time_signatures, vocab)
-        dur_steps = np.floor(notes["duration"] * config.resolution + 0.5)
-        result.stats["zero_length_notes"] += int((notes["duration"] <= 0).sum())
-        result.stats["durations_clipped"] += int((dur_steps > max_steps).sum())
-        key = instrument_key(key_mode, track.program, track.is_drum, track.name)
-        result.records.append(
-            {
-                "format": FORMAT_VERSION,
-                "source": source,
-                "track": index,
-                "name": track.name,
-                "program": track.program,
-                "is_drum": track.is_drum,
-                "instrument": key,
-                "ticks_per_quarter": piece.ticks_per_quarter,
-                "tempos": [list(t) for t in piece.tempos],
-                "time_signatures": [list(t) for t in piece.time_signatures],
-                "meter": [list(t) for t in meter.changes(config)],
-                "notes": notes,
-                "words": words,
-            }
-        )
-        result.stats["time_signatures_replaced"] = meter.replaced
-        result.stats["time_signatures_moved"] = meter.moved
-    if not result.records:
-        result.skip_reason = "no notes in any track"
-    return result
-
-
-def _encode_file_star(args) -> FileResult:
-    return encode_file(*args)
-
-
-def encode_files(
-    files: list[Path],
-    root: Path,
-    config: EncodingConfig,
-    key_mode: str = "program",
-    workers: int = 1,
-    on_result: Callable[[FileResult], None] | None = None,
-) -> list[FileResult]:
-    """Encode many files, in a process pool when ``workers > 1``; results in input order."""
-    jobs = [(f, root, config, key_mode) for f in files]
-    results: list[FileResult] = []
-    if workers > 1 and len(files) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            chunk = max(1, len(jobs) // (workers * 8))
-            for r in pool.map(_encode_file_star, jobs, chunksize=chunk):
-                results.append(r)
-                if on_result:
-                    on_result(r)
-    else:
-        for job in jobs:
-            results.append(encode_file(*job))
-            if on_result:
-                on_result(results[-1])
-    return results
+def session_name_for(folder: str | Path) -> str:
+    """The session encode.py makes from a MIDI folder: its sanitised name."""
+    return safe_key(Path(str(folder)).expanduser().resolve().name)
 
 
 def dump_json(obj) -> bytes:
@@ -145,100 +58,133 @@ def dump_json(obj) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
 
 
-def build_manifest(
-    name: str, results: Iterable[FileResult], config: EncodingConfig, key_mode: str, source: dict
-) -> tuple[dict, list[tuple[str, dict]]]:
-    """Gather records into (manifest, [(relative note-file path, record)])."""
-    files: list[tuple[str, dict]] = []
-    instruments: dict[str, dict] = {}
-    pieces, skipped, stats = [], [], Counter()
-    qpms: list[float] = []
-    meters: Counter = Counter()
-    for r in results:
-        stats.update(r.stats)
-        if r.skip_reason:
-            skipped.append({"file": r.source, "reason": r.skip_reason})
-            continue
-        piece_files, piece_notes = [], 0
-        for rec in r.records:
-            rel = f"{rec['instrument']}/{note_file_name(rec['source'], rec['track'])}"
-            files.append((rel, rec))
-            piece_files.append(rel)
-            n = len(rec["notes"]["pitch"])
-            piece_notes += n
-            inst = instruments.setdefault(
-                rec["instrument"],
-                {"tracks": 0, "notes": 0, "programs": Counter(), "is_drum": rec["is_drum"]},
+def write_note_file(staging_dir: Path, record: dict) -> str:
+    """Write one track's record as ``INSTRUMENT/PIECE-HASH6.json`` into a session's staging
+    folder; return that relative path. A plain write: swapping the staging folder in is
+    the atomic step, so each file needs no temp file, rename or fsync of its own."""
+    rel = f"{record['instrument']}/{note_file_name(record['source'], record['track'])}"
+    path = Path(staging_dir) / rel
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(dump_json(record))
+    return rel
+
+
+def load_note_file(path: Path) -> dict:
+    """One note file; an unreadable one (or one without words) is a one-line error naming the fix."""
+    try:
+        record = orjson.loads(Path(path).read_bytes())
+        record["words"]  # noqa: B018 - a note file without words is not one
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"cannot read note file {path}: {e}; fix or delete it, or re-run encode.py") from None
+    return record
+
+
+@dataclass(frozen=True)
+class TrackEntry:
+    """What the manifest keeps of one written note file."""
+
+    file: str  # INSTRUMENT/PIECE-HASH6.json
+    instrument: str
+    program: int
+    is_drum: bool
+    notes: int
+
+
+class ManifestBuilder:
+    """Gathers per-file entries into ``manifest.json`` in ``session_dir``, in the order added.
+
+    Totals, instruments and statistics are running sums; the per-piece list goes to a spool
+    file and is streamed into the manifest, so memory does not grow with the number of
+    pieces. Skipped files are kept in memory (they are few, and the summary lists them).
+    """
+
+    def __init__(self, session_dir: Path):
+        self.session_dir = Path(session_dir)
+        self._spool = open(self.session_dir / _PIECES_SPOOL, "wb")  # noqa: SIM115 - closed in write()
+        self.instruments: dict[str, dict] = {}
+        self.skipped: list[dict] = []
+        self.stats: Counter = Counter()
+        self.meters: Counter = Counter()
+        self.qpms = array("d")
+        self.pieces = self.tracks = self.notes = 0
+
+    def add_piece(self, source: str, tracks: list[TrackEntry], qpm: float | None, meters: list[str], stats: Counter) -> None:
+        self.stats.update(stats)
+        for t in tracks:
+            inst = self.instruments.setdefault(
+                t.instrument, {"tracks": 0, "notes": 0, "programs": Counter(), "is_drum": t.is_drum}
             )
             inst["tracks"] += 1
-            inst["notes"] += n
-            inst["programs"][rec["program"]] += 1
-        first = r.records[0]
-        qpms += [qpm for _, qpm in first["tempos"][:1]]
-        meters.update(f"{n}/{d}" for _, n, d in first["meter"])
-        pieces.append({"source": r.source, "notes": piece_notes, "files": piece_files})
-    for inst in instruments.values():
-        inst["program"] = inst.pop("programs").most_common(1)[0][0]
-    manifest = {
-        "format": FORMAT_VERSION,
-        "session": name,
-        "source": source,
-        "encoding": config.to_dict(),
-        "instrument_key": key_mode,
-        "totals": {
-            "files": len(pieces) + len(skipped),
-            "encoded_files": len(pieces),
-            "skipped_files": len(skipped),
-            "tracks": len(files),
-            "notes": sum(p["notes"] for p in pieces),
-            "instruments": len(instruments),
-        },
-        "instruments": dict(sorted(instruments.items())),
-        "statistics": {
-            "qpm_median": float(np.median(qpms)) if qpms else 120.0,
-            "time_signatures": dict(meters.most_common()),
-        },
-        "quantization": dict(sorted(stats.items())),
-        "pieces": pieces,
-        "skipped": skipped,
-    }
-    return manifest, files
+            inst["notes"] += t.notes
+            inst["programs"][t.program] += 1
+        notes = sum(t.notes for t in tracks)
+        piece = {"source": source, "notes": notes, "files": [t.file for t in tracks]}
+        self._spool.write(orjson.dumps(piece, option=orjson.OPT_APPEND_NEWLINE))
+        if qpm is not None:
+            self.qpms.append(qpm)
+        self.meters.update(meters)
+        self.pieces += 1
+        self.tracks += len(tracks)
+        self.notes += notes
 
+    def add_skip(self, source: str, reason: str, stats: Counter) -> None:
+        self.stats.update(stats)
+        self.skipped.append({"file": source, "reason": reason})
 
-def write_session(session_dir: Path, manifest: dict, files: list[tuple[str, dict]]) -> None:
-    """Write a whole session atomically: build beside it, then swap folders by rename.
+    def write(self, name: str, source: dict, config: EncodingConfig, key_mode: str, style: str | None) -> dict:
+        """Write ``manifest.json``; return it without its per-piece list (which may be large)."""
+        self._spool.close()
+        instruments = {}
+        for key, inst in sorted(self.instruments.items()):
+            programs = inst.pop("programs")
+            instruments[key] = {**inst, "program": programs.most_common(1)[0][0]}
+        manifest = {
+            "format": FORMAT_VERSION,
+            "session": name,
+            "style": style or name,
+            "source": source,
+            "encoding": config.to_dict(),
+            "instrument_key": key_mode,
+            "totals": {
+                "files": self.pieces + len(self.skipped),
+                "encoded_files": self.pieces,
+                "skipped_files": len(self.skipped),
+                "tracks": self.tracks,
+                "notes": self.notes,
+                "instruments": len(instruments),
+            },
+            "instruments": instruments,
+            "statistics": {
+                "qpm_median": float(np.median(self.qpms)) if len(self.qpms) else 120.0,
+                "time_signatures": dict(self.meters.most_common()),
+            },
+            "quantization": dict(sorted(self.stats.items())),
+        }
+        spool = self.session_dir / _PIECES_SPOOL
+        head = json.dumps({**manifest, "pieces": None, "skipped": self.skipped}, indent=1)
+        before, after = head.split('\n "pieces": null,\n', 1)
+        with open(self.session_dir / MANIFEST, "w") as out, open(spool, "rb") as lines:
+            out.write(before + '\n "pieces": [')
+            for i, line in enumerate(lines):
+                item = json.dumps(orjson.loads(line), indent=1).replace("\n", "\n  ")
+                out.write(("," if i else "") + "\n  " + item)
+            out.write("\n ],\n" if self.pieces else "],\n")
+            out.write(after + "\n")
+        spool.unlink()
+        return {**manifest, "skipped": self.skipped}
 
-    A token cache from an earlier session of the same name is carried over: it is keyed
-    by a hash of its inputs, so stale entries are never used.
-    """
-    session_dir = Path(session_dir)
-    session_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = session_dir.with_name(f".{session_dir.name}.tmp-{os.getpid()}")
-    old = session_dir.with_name(f".{session_dir.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        for rel, rec in files:
-            atomic_write_bytes(tmp / rel, dump_json(rec))
-        atomic_write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1).encode() + b"\n")
-        if (session_dir / CACHE_DIR).is_dir():
-            shutil.move(str(session_dir / CACHE_DIR), str(tmp / CACHE_DIR))
-        if session_dir.exists():
-            os.replace(session_dir, old)
-        os.replace(tmp, session_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    def discard(self) -> None:
+        self._spool.close()
 
 
 def load_manifest(session_dir: Path) -> dict:
     path = Path(session_dir) / MANIFEST
     if not path.is_file():
         raise UserError(f"no session at {session_dir} (missing {MANIFEST}); run encode.py first")
-    return json.loads(path.read_text())
-
-
-def load_note_file(path: Path) -> dict:
-    return orjson.loads(Path(path).read_bytes())
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path}: {e}; re-run encode.py for this session") from None
 
 
 def scan_note_files(session_dir: Path, instruments: Iterable[str] | None = None) -> list[Path]:

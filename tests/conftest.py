@@ -24,7 +24,7 @@ def chorale_midi_dir(tmp_path_factory) -> Path:
     """
     from deeporb.builtin_corpora.export import export_dataset
 
-    folder = export_dataset("bach_chorales", tmp_path_factory.mktemp("datasets"), limit=6)
+    folder = export_dataset("bach_chorales", tmp_path_factory.mktemp("datasets"), limit=6).folder
     assert len(list(folder.glob("*.mid"))) == 6, f"expected 6 chorales in {folder}"
     return folder
 

@@ -1,5 +1,9 @@
-"""deeporb/data.py on real sessions: the split by piece, the token cache, windows, transposition."""
+"""deeporb/data/ on real sessions: the split by piece, the token cache, windows, transposition.
 
+Most tests here read the tracks view (a row per note file); tests/test_score_data.py holds
+the score view and what both views share."""
+
+import functools
 import json
 import os
 import shutil
@@ -10,25 +14,18 @@ import pytest
 import torch
 from midi_factory import make_midi
 
-from deeporb.data.datamodule import (
-    SPLITS,
-    SessionDataModule,
-    WindowDataset,
-    checkpoint_split_files,
-    scan_note_files,
-    shift_pitches,
-    split_note_files,
-    split_of,
-    split_pieces,
-    window_starts,
-)
-from deeporb.encoding.words import BOS, EOS, PAD
+from deeporb.data.cache import build_cache
+from deeporb.data.datamodule import SessionDataModule
+from deeporb.data.split import SPLITS, split_of, split_pieces
+from deeporb.data.windows import WindowDataset, shift_pitches, tile_starts, training_starts
+from deeporb.encoding.words import BOS, EOS, PAD, Vocabulary
 from deeporb.errors import UserError
+from deeporb.session_store import scan_note_files
 from deeporb.stages.encode import encode_session
 
 
-def chorales(sessions_dir, **kw) -> SessionDataModule:
-    dm = SessionDataModule("chorales", str(sessions_dir), **kw)
+def chorales(sessions_dir, view="tracks", **kw) -> SessionDataModule:
+    dm = SessionDataModule("chorales", str(sessions_dir), view=view, **kw)
     dm.prepare_data()
     return dm
 
@@ -73,21 +70,22 @@ def test_split_of_is_a_pure_function_of_the_piece_id_with_the_asked_fractions():
 
 def test_no_piece_is_in_two_splits_and_every_track_follows_its_piece(chorale_sessions_dir):
     dm = chorales(chorale_sessions_dir)
-    pieces = {s: {t["piece"] for t in dm.tracks if t["split"] == s} for s in SPLITS}
+    pieces = {s: {t["piece"] for t in dm.rows if t["split"] == s} for s in SPLITS}
     assert all(pieces[s] for s in SPLITS)
     assert not pieces["train"] & pieces["val"]
     assert not pieces["train"] & pieces["test"]
     assert not pieces["val"] & pieces["test"]
     manifest = json.loads((chorale_sessions_dir / "chorales" / "manifest.json").read_text())
     assert set().union(*pieces.values()) == {p["source"] for p in manifest["pieces"]}
-    for t in dm.tracks:
+    for t in dm.rows:
         assert t["split"] == split_of(t["piece"], 0.1, 0.1)
     # the public helpers agree with the DataModule and partition the note files
     session_dir = chorale_sessions_dir / "chorales"
-    files = {s: split_note_files(session_dir, s) for s in SPLITS}
+    files = {s: [p for piece in split_pieces(session_dir, s).values() for p in piece] for s in SPLITS}
     assert sorted(sum(files.values(), [])) == scan_note_files(session_dir)
     assert set(split_pieces(session_dir, "test")) == pieces["test"]
-    assert checkpoint_split_files(dm.session_info(), "test") == files["test"]
+    for s in SPLITS:
+        assert {f"{p.parent.name}/{p.name}" for p in files[s]} == {t["file"] for t in dm.rows if t["split"] == s}
     assert dm.pieces_per_split() == {"train": 4, "val": 1, "test": 1}
 
 
@@ -111,14 +109,44 @@ def test_unknown_session_and_instrument_name_what_exists(chorale_sessions_dir):
     assert "available: alto, bass, soprano, tenor" in str(e.value)
 
 
+def test_a_missing_session_is_encoded_on_first_use_under_its_own_name_only(chorale_midi_dir, tmp_path):
+    """data.encode is the encode stage injected as a partial (data may not import stages): it
+    builds the session its input names when missing, and never another name."""
+    folder = tmp_path / "My Chorales"
+    shutil.copytree(chorale_midi_dir, folder)
+    encode = functools.partial(encode_session, midi_dir=str(folder), instrument_key="name", workers=1)
+    sessions = tmp_path / "sessions"
+    with pytest.raises(UserError, match="unknown session 'other'"):
+        SessionDataModule("other", str(sessions), encode=encode).prepare_data()
+    assert not sessions.exists()
+    dm = SessionDataModule("my_chorales", str(sessions), encode=encode)
+    dm.prepare_data()
+    assert dm.vocab.instruments == ("alto", "bass", "soprano", "tenor")
+    assert dm.pieces_per_split() == {"train": 4, "val": 1, "test": 1}
+    with pytest.raises(UserError, match="_partial_: true"):
+        SessionDataModule("x", encode={"dataset": "bach_chorales"})
+
+
 # -- windows ------------------------------------------------------------------------------
 
 
-def test_window_starts_cover_the_body_and_keep_the_stride():
-    assert window_starts(10, 4, 2).tolist() == [0, 2, 4, 6]
-    assert window_starts(11, 4, 3).tolist() == [0, 3, 6, 7]  # the tail is covered
-    assert window_starts(3, 4, 2).tolist() == [0]  # a short track is one padded window
-    assert window_starts(11, 4, 4, full_tail=False).tolist() == [0, 4, 8]  # evaluation: tiles
+def test_window_starts_tile_for_evaluation_and_move_back_to_bars_for_training():
+    row, off = tile_starts([11, 3, 8], [4, 4, 4])  # evaluation: tiles, the last one padded
+    assert list(zip(row.tolist(), off.tolist(), strict=True)) == [(0, 0), (0, 4), (0, 8), (1, 0), (2, 0), (2, 4)]
+    # one row of 20 words, bars at 0, 5, 9, 16 and an onset at 11; windows of 8 every 4 (slack 4):
+    # targets 0, 4, 8, 12, 16 move back to bars 0, 0 (once), 5, 9, 16; the last reaches the end
+    tokens = np.zeros(20, dtype=np.int64)
+    tokens[[0, 5, 9, 16]], tokens[11] = 1, 2
+    row, off = training_starts(tokens, [0], [20], [8], 4, bar_id=1, onset_ids=(2, 3))
+    assert row.tolist() == [0, 0, 0, 0] and off.tolist() == [0, 5, 9, 16]
+    # windows of 6 (slack 2): a bar further back than that gives the onset at or before the
+    # target (12 -> 11), else the target itself; consecutive windows still touch
+    row, off = training_starts(tokens, [0], [20], [6], 4, bar_id=1, onset_ids=(2, 3))
+    assert off.tolist() == [0, 4, 8, 11, 16]
+    # windows stop at the first that reaches the end; several rows, read a chunk at a time
+    tokens = np.concatenate([tokens, tokens])
+    row, off = training_starts(tokens, [0, 20], [20, 20], [8, 30], 4, 1, (2, 3), chunk_words=7)
+    assert row.tolist() == [0, 0, 0, 0, 1] and off.tolist() == [0, 5, 9, 16, 0]
 
 
 def test_windows_start_bos_instrument_and_cover_every_word(chorale_sessions_dir):
@@ -128,12 +156,12 @@ def test_windows_start_bos_instrument_and_cover_every_word(chorale_sessions_dir)
     tokens = np.load(dm.tokens_paths[0], mmap_mode="r")
     for split in SPLITS:
         ds = dm.dataset(split)
-        rows = [t for t in dm.tracks if t["split"] == split]
+        rows = [t for t in dm.rows if t["split"] == split]
         seen = {i: np.zeros(r["length"] - 2, dtype=bool) for i, r in enumerate(rows)}
         for i in range(len(ds)):
             x = ds[i]["tokens"].numpy()
             assert x.shape == (49,)
-            t = int(ds.window_track[i])
+            t = int(ds.window_row[i])
             row = rows[t]
             assert x[0] == vocab.index[BOS]
             assert x[1] == vocab.inst_id(row["instrument"])
@@ -150,6 +178,75 @@ def test_windows_start_bos_instrument_and_cover_every_word(chorale_sessions_dir)
             )
     last = tokens[rows[0]["start"] + rows[0]["length"] - 1]
     assert last == vocab.index[EOS]
+
+
+def test_tracks_rows_keep_a_two_word_header_and_windows_are_header_plus_body_slices(chorale_sessions_dir):
+    """For tracks the header is ``<bos> inst_KEY``; evaluation windows are the tiles of
+    ``seq_len - 1`` body words they always were; training windows are the header and a body
+    slice starting at a bar line, full unless they reach the row's end."""
+    dm = chorales(chorale_sessions_dir, seq_len=40, stride=15)
+    assert {t["header"] for t in dm.rows} == {2}
+    tokens = np.load(dm.tokens_paths[0]).astype(np.int64)
+    bar = dm.vocab.index["bar"]
+    for split in SPLITS:
+        ds = dm.dataset(split)
+        rows = [t for t in dm.rows if t["split"] == split]
+        if split != "train":
+            expected = []
+            for row in rows:
+                track = tokens[row["start"] : row["start"] + row["length"]]
+                body = track[2:]
+                for off in range(0, len(body), 39):
+                    w = np.zeros(41, dtype=np.int64)
+                    w[:2], chunk = track[:2], body[off : off + 39]
+                    w[2 : 2 + len(chunk)] = chunk
+                    expected.append(w)
+            assert len(ds) == len(expected)
+            assert all(np.array_equal(ds.window(i), w) for i, w in enumerate(expected)), split
+            continue
+        for i in range(len(ds)):
+            row, off, w = rows[int(ds.window_row[i])], int(ds.window_offset[i]), ds.window(i)
+            body = tokens[row["start"] + 2 : row["start"] + row["length"]]
+            assert np.array_equal(w[:2], tokens[row["start"] : row["start"] + 2]) and w[2] == bar
+            n = min(39, len(body) - off)
+            assert np.array_equal(w[2 : 2 + n], body[off : off + n]) and not w[2 + n :].any()
+    stats = dm.statistics()
+    assert sum(stats[s]["words"] for s in SPLITS) == sum(t["length"] - 3 for t in dm.rows)
+
+
+def test_a_row_with_a_longer_header_repeats_it_in_every_window(tmp_path):
+    """A row that is a whole piece names its ensemble in a longer header: the cache keeps each
+    row's header length, and each window starts with its own row's header, then body words."""
+    vocab = Vocabulary(instruments=("alto", "bass", "soprano"))
+    bos, eos = vocab.index[BOS], vocab.index[EOS]
+    body = vocab.ids(" ".join(["bar", "pos_0", "C4", "dur_12", "pos_12", "E4", "dur_12"] * 2))
+    headers = [[bos, vocab.inst_id("alto")], [bos, *(vocab.inst_id(k) for k in ("alto", "bass", "soprano"))]]
+    rows = [(np.concatenate([h, body, [eos]]), {"header": len(h)}) for h in headers]
+    build_cache(tmp_path, rows, vocab, "k")
+    index = json.loads((tmp_path / "cache" / "index-k.json").read_text())["rows"]
+    assert [(r["header"], r["start"], r["length"]) for r in index] == [(2, 0, 17), (4, 17, 19)]
+    seq_len = 7
+    body_len = np.array([r["length"] - r["header"] for r in index])
+    width = seq_len + 1 - np.array([r["header"] for r in index])
+    window_row, window_offset = training_starts(
+        np.load(tmp_path / "cache" / "tokens-k.npy"), np.array([r["start"] + r["header"] for r in index]),
+        body_len, width, 3, vocab.index["bar"], vocab.blocks["pos"],
+    )
+    ds = WindowDataset(
+        tmp_path / "cache" / "tokens-k.npy",
+        *(np.array([r[k] for r in index]) for k in ("start", "length", "header")),
+        window_row, window_offset, seq_len, vocab.pitch0, vocab.blocks["inst"], np.zeros(0),
+    )
+    full = [np.concatenate([body, [eos]]) for _ in headers]
+    seen = [np.zeros(len(f), dtype=bool) for f in full]
+    for i in range(len(ds)):
+        w, t, off = ds.window(i), int(ds.window_row[i]), int(ds.window_offset[i])
+        h = len(headers[t])
+        assert w.tolist()[:h] == headers[t] and len(w) == seq_len + 1
+        chunk = full[t][off : off + seq_len + 1 - h]
+        assert np.array_equal(w[h : h + len(chunk)], chunk) and not w[h + len(chunk) :].any()
+        seen[t][off : off + len(chunk)] = True
+    assert all(s.all() for s in seen)
 
 
 def test_a_batch_is_long_ids_padded_with_zero(chorale_sessions_dir):
@@ -184,7 +281,7 @@ def test_cache_is_rebuilt_when_a_note_file_changes(chorale_sessions_dir, tmp_pat
     session_dir = tmp_path / "s" / "chorales"
     before = chorales(tmp_path / "s")
     soprano = sorted((session_dir / "soprano").glob("*.json"))[0]
-    row = next(t for t in before.tracks if t["file"] == f"soprano/{soprano.name}")
+    row = next(t for t in before.rows if t["file"] == f"soprano/{soprano.name}")
     tokens = np.load(before.tokens_paths[0])
     record = json.loads(soprano.read_text())
     words = record["words"].split()
@@ -194,7 +291,7 @@ def test_cache_is_rebuilt_when_a_note_file_changes(chorale_sessions_dir, tmp_pat
 
     after = chorales(tmp_path / "s")
     assert after.tokens_paths != before.tokens_paths
-    new_row = next(t for t in after.tracks if t["file"] == row["file"])
+    new_row = next(t for t in after.rows if t["file"] == row["file"])
     assert new_row["length"] == row["length"] - 2
     assert new_row["notes"] == row["notes"] - 1
     new_tokens = np.load(after.tokens_paths[0])
@@ -202,8 +299,8 @@ def test_cache_is_rebuilt_when_a_note_file_changes(chorale_sessions_dir, tmp_pat
     got = vocab.decode_ids(new_tokens[new_row["start"] + 2 : new_row["start"] + new_row["length"] - 1])
     assert got == words[:-2]
     # the other tracks are unchanged
-    other = next(t for t in before.tracks if t["file"] != row["file"])
-    same = next(t for t in after.tracks if t["file"] == other["file"])
+    other = next(t for t in before.rows if t["file"] != row["file"])
+    same = next(t for t in after.rows if t["file"] == other["file"])
     assert np.array_equal(
         tokens[other["start"] : other["start"] + other["length"]],
         new_tokens[same["start"] : same["start"] + same["length"]],
@@ -211,16 +308,14 @@ def test_cache_is_rebuilt_when_a_note_file_changes(chorale_sessions_dir, tmp_pat
     # deleting a note file by hand also rebuilds, and the track is gone
     soprano.unlink()
     gone = chorales(tmp_path / "s")
-    assert all(t["file"] != row["file"] for t in gone.tracks)
-    assert len(gone.tracks) == len(before.tracks) - 1
+    assert all(t["file"] != row["file"] for t in gone.rows)
+    assert len(gone.rows) == len(before.rows) - 1
 
 
 # -- transposition ------------------------------------------------------------------------
 
 
 def test_shift_pitches_keeps_every_pitch_in_range():
-    from deeporb.encoding.words import Vocabulary
-
     v = Vocabulary()
     ids = np.array([v.index["bar"], v.id("C4"), v.id("dur_12"), v.id("F9"), v.id("dur_6")])
     rng = np.random.default_rng(1)
@@ -235,8 +330,8 @@ def test_shift_pitches_keeps_every_pitch_in_range():
 
 
 def test_transposition_only_on_training_windows_and_never_on_drums(drum_sessions_dir):
-    dm = SessionDataModule("grooves", str(drum_sessions_dir), seq_len=24, stride=12, transpose=5,
-                           val_fraction=0.2, test_fraction=0.2)
+    dm = SessionDataModule("grooves", str(drum_sessions_dir), view="tracks", seq_len=24, stride=12,
+                           transpose=5, val_fraction=0.2, test_fraction=0.2)
     dm.prepare_data()
     assert dm.vocab.instruments == ("acoustic_grand_piano", "drums")
     drum_id = dm.vocab.inst_id("drums")

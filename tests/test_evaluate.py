@@ -1,6 +1,6 @@
-"""Tests for deeporb/evaluate.py: the n-gram and the LSTM score the same held-out words, the
-evaluate-only train run uses the checkpoint's own split, the command prints every row, and the
-music statistics see real held-out chorales as close to their training pieces and noise as far."""
+"""Tests for evaluation: the n-gram and the LSTM score the same held-out words, the
+evaluate-only train run uses the checkpoint's own split, ``python evaluate.py`` prints every row,
+and the music statistics see real held-out chorales as close to their training pieces and noise as far."""
 
 from __future__ import annotations
 
@@ -16,20 +16,12 @@ import pytest
 import torch
 
 from deeporb.checkpoints import load_generator
-from deeporb.data.datamodule import split_note_files, split_of, split_pieces
+from deeporb.data.split import split_of, split_pieces
 from deeporb.errors import UserError
-from deeporb.evaluation.likelihood import (
-    compare_samples,
-    count_targets,
-    evaluate_checkpoints,
-    excerpts,
-    main,
-    overlap_summary,
-    reference_pieces,
-    split_sequences,
-)
+from deeporb.evaluation.compare import compare_samples, excerpts, overlap_summary, reference_pieces
+from deeporb.evaluation.likelihood import count_targets, evaluate_checkpoints, split_sequences
 from deeporb.stages.encode import encode_session
-from deeporb.stages.sample import sample
+from deeporb.stages.sample import RenderConfig, SampleConfig, sample
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL, TEST = 0.3, 0.2  # gives 3 train, 1 val and 2 test pieces of the 6 fixture chorales
@@ -71,7 +63,7 @@ def run(tmp_path_factory, sessions_dir) -> dict:
     """A tiny checkpoint trained for real on the 3 training chorales (2 epochs)."""
     out = tmp_path_factory.mktemp("run")
     metrics = run_train(
-        out, sessions_dir, "data=default", "data.session=chorales", f"data.val_fraction={VAL}",
+        out, sessions_dir, "data=default", "data.session=chorales", "data.view=tracks", f"data.val_fraction={VAL}",
         f"data.test_fraction={TEST}", "data.seq_len=48", "data.batch_size=8", "data.transpose=0",
         "model.embed_dim=16", "model.hidden_size=32", "model.num_layers=1", "trainer.max_epochs=2",
     )
@@ -92,7 +84,8 @@ def session(model) -> dict:
 def split_counts(sessions_dir, split="test") -> tuple[int, int]:
     """(words incl. inst_KEY and <eos>, notes) of a split, read straight from the note files."""
     words = notes = 0
-    for path in split_note_files(sessions_dir / "chorales", split, VAL, TEST):
+    files = split_pieces(sessions_dir / "chorales", split, VAL, TEST).values()
+    for path in (p for piece in files for p in piece):
         record = json.loads(path.read_text())
         words += len(record["words"].split()) + 2
         notes += len(record["notes"]["pitch"])
@@ -159,10 +152,11 @@ def test_windows_mode_reproduces_train_py_test_metrics(run):
     assert lstm.bits_per_word * math.log(2) == pytest.approx(math.log(test["test/ppl"]), rel=1e-4)
 
 
-def test_lstm_scoring_in_chunks_equals_one_pass(model, sessions_dir, session):
+def test_lstm_scoring_in_chunks_equals_one_pass(model, sessions_dir):
+    from deeporb.checkpoints import facts
     from deeporb.evaluation.likelihood import datamodule_for, score_lstm
 
-    seqs = split_sequences(datamodule_for(session), "test", "tracks")
+    seqs = split_sequences(datamodule_for(facts(model)), "test", "tracks")
     whole = score_lstm(model, seqs, batch_size=3, chunk=10_000)
     chunked = score_lstm(model, seqs, batch_size=8, chunk=37)
     assert chunked.bits == pytest.approx(whole.bits, rel=1e-5)
@@ -187,13 +181,21 @@ def test_evaluate_only_run_uses_the_checkpoints_split(run, sessions_dir, tmp_pat
     assert sorted(p.name for p in sessions_dir.iterdir()) == ["chorales"]  # nothing else encoded
 
 
-def test_evaluate_command_prints_every_row(run, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "200")
+def evaluate_command(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python evaluate.py OVERRIDES``, as a user runs it (wide rich tables, its own cwd)."""
+    env = dict(os.environ, COLUMNS="200", PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *overrides, f"hydra.run.dir={cwd / 'hydra'}"],
+                          cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_evaluate_command_prints_every_row(run, tmp_path):
     out = tmp_path / "rows.json"
     ckpt = run["best_checkpoint"]
     run_dir = str(Path(ckpt).parents[1])
-    assert main([f"tiny={ckpt}", run_dir, "--orders", "1", "2", "3", "--json", str(out)]) == 0
-    stdout = capsys.readouterr().out
+    proc = evaluate_command(f"checkpoints={{tiny: '{ckpt}'}}", f"ckpt_path='{run_dir}'", "orders=[1,2,3]",
+                            f"json='{out}'", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stdout = proc.stdout
     assert "test bits/note" in stdout and "bits/word" in stdout and "2 pieces, 8 tracks" in stdout
     lines = [line for line in stdout.splitlines() if line.startswith("│")]
     assert len(lines) == 3
@@ -206,14 +208,19 @@ def test_evaluate_command_prints_every_row(run, tmp_path, capsys, monkeypatch):
     assert rows[1]["bits_per_note"] == rows[2]["bits_per_note"]
     for r, line in zip(rows, lines, strict=True):
         assert f"{r['bits_per_note']:.4f}" in line and f"{r['notes']:,}" in line
+    assert rows[0]["order"] in (1, 2, 3) and table["data"]["mode"] == "tracks"
 
 
 def test_command_errors_are_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "deeporb.evaluation.likelihood", str(tmp_path / "missing.ckpt")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: checkpoint") and "missing.ckpt" in lines[0]
+    for overrides, start, named in (
+        ([f"ckpt_path={tmp_path / 'missing.ckpt'}"], "error: checkpoint", "missing.ckpt"),
+        ([], "error: pass ckpt_path=", "checkpoints={LABEL: RUN_OR_CKPT"),
+        ([f"ckpt_path={tmp_path}", "mode=bars"], "error: mode must be one of tracks, windows", "'bars'"),
+    ):
+        proc = evaluate_command(*overrides, cwd=tmp_path)
+        assert proc.returncode == 2, (overrides, proc.stderr[-2000:])
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(start) and named in lines[0], (overrides, lines)
 
 
 def test_moved_sessions_are_named_with_the_fix(run, tmp_path):
@@ -241,6 +248,10 @@ def test_reference_pieces_are_the_held_out_pieces(session, sessions_dir):
     assert sum(len(p["pitch"]) for p in soprano) < sum(len(p["pitch"]) for p in pieces) / 2
     for p in pieces:  # on the model's grid: 12 steps per quarter
         assert np.allclose(p["onset"] * 12, np.round(p["onset"] * 12))
+        # each track is a part; the piece's own columns are the parts together
+        assert sorted(part["instrument"] for part in p["parts"]) == p["instruments"]
+        assert not any(part["is_drum"] for part in p["parts"])
+        assert sorted(np.concatenate([part["pitch"] for part in p["parts"]])) == sorted(p["pitch"])
 
 
 def noise_pieces(n: int, quarters: float = 64.0, seed: int = 0) -> list[dict]:
@@ -272,11 +283,18 @@ def test_real_held_out_pieces_overlap_and_noise_does_not(session):
     assert summary["histogram"] > 0.6 and floor["histogram"] < summary["histogram"] - 0.25
     assert summary["scalar"] > 0.5 > 0.2 > floor["scalar"]
     assert real["scale_consistency"]["ref_mean"] > 0.85 and real["pitch_range"]["n_ref"] >= 2
+    # the real pieces and their excerpts keep their four voices: the cross-part rows are
+    # there, and Bach's voices are consonant with each other; noise has no parts, so no rows
+    for side in ("gen_mean", "ref_mean"):
+        assert real["cross_part_consonance"][side] > 0.8
+        assert real["key_consistency"][side] > 0.85
+    assert real["cross_part_consonance"]["kind"] == "cross_part" and summary["cross_part"] > 0.3
+    assert "cross_part_consonance" not in noise and math.isnan(floor["cross_part"])
 
 
 def test_compare_samples_takes_the_samplers_results(model, session, tmp_path):
-    results = sample(None, tmp_path, num_samples=2, bars=4, seed=1, render={"piano_roll": False},
-                     instruments=["soprano"], model=model)
+    results = sample(SampleConfig(out_dir=tmp_path, num_samples=2, bars=4, seed=1, instruments=["soprano"],
+                                  render=RenderConfig(piano_roll=False)), model=model)
     rows = {r["feature"]: r for r in compare_samples(results, session)}
     assert rows["pitch_histogram"]["n_gen"] == 2 and rows["pitch_histogram"]["n_ref"] >= 2
     # only the soprano voice of the held-out chorales is the reference
@@ -299,4 +317,12 @@ def test_excerpts_cut_shift_and_clip():
     assert b["onset"].tolist() == [0.5, 3.0] and b["duration"].tolist() == [1.0, 1.0]
     assert c["pitch"].tolist() == [67] and c["onset"].tolist() == [0.5] and c["duration"].tolist() == [2.0]
     assert len(excerpts(piece, 8.0)) == 1  # a 2.5-quarter tail of an 8-quarter cut is dropped
+    # parts are cut alike; a part silent in an excerpt is left out of it
+    low = {"onset": np.array([0.0, 1.0]), "duration": np.array([1.0, 5.0]), "pitch": np.array([60, 62])}
+    high = {"onset": np.array([4.5, 7.0, 8.5]), "duration": np.array([1.0, 2.0, 2.0]),
+            "pitch": np.array([64, 65, 67]), "instrument": "flute"}
+    a, b, c = excerpts({**piece, "parts": [low, high]}, 4.0)
+    assert [len(x["parts"]) for x in (a, b, c)] == [1, 1, 1]
+    assert a["parts"][0]["duration"].tolist() == [1.0, 3.0]
+    assert b["parts"][0]["onset"].tolist() == [0.5, 3.0] and b["parts"][0]["instrument"] == "flute"
     assert len(excerpts(piece, 100.0)) == 1  # a short piece stays whole

@@ -1,4 +1,12 @@
-from deeporb.instruments import GM_PROGRAMS, instrument_key, key_program, program_key, safe_key
+from deeporb.instruments import (
+    GM_PROGRAMS,
+    PROGRAM_KEYS,
+    RESERVED_KEYS,
+    instrument_key,
+    key_program,
+    program_key,
+    safe_key,
+)
 
 
 def test_program_keys_are_gm_names_in_snake_case():
@@ -22,3 +30,12 @@ def test_key_program_round_trip():
     assert all(key_program(program_key(p)) == (p, False) for p in range(128))
     assert key_program("drums") == (0, True)
     assert key_program("soprano", default=52) == (52, False)
+
+
+def test_reserved_keys_are_never_taken_by_a_track_name():
+    assert instrument_key("name", 0, False, "cache") == "cache_track"  # the session's token cache
+    assert instrument_key("name", 0, False, "Drums") == "drums_track"  # melodic: not the drum kit
+    assert instrument_key("name", 0, True, "Drums") == "drums"
+    assert key_program("drums_track", default=7) == (7, False)
+    assert "cache" in RESERVED_KEYS and "drums" in RESERVED_KEYS
+    assert not set(PROGRAM_KEYS) & RESERVED_KEYS

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deeporb.data.datamodule import split_of
+from deeporb.data.split import split_of
 
 ROOT = Path(__file__).resolve().parents[1]
 

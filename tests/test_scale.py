@@ -1,4 +1,4 @@
-"""Scale-out without code changes: DDP on CPU, Optuna, joblib and SLURM launchers."""
+"""Scale-out without code changes: DDP on CPU, Optuna, joblib and SLURM launchers; the configs they compose."""
 
 import json
 import os
@@ -98,3 +98,16 @@ def test_slurm_launcher_and_gpu_trainers_compose():
         assert plain.hydra.launcher.partition == "p"
         gpu = compose("train", overrides=["trainer=gpu"])
         assert (gpu.trainer.accelerator, gpu.trainer.precision) == ("gpu", "bf16-mixed")
+
+
+def test_original_baseline_is_the_original_network_on_its_windows():
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        plain = compose("train")
+        original = compose("train", overrides=["model=original"])
+        baseline = compose("train", overrides=["experiment=original_baseline", "data=nottingham"])
+    model = original.model
+    assert (model.embed_dim, model.hidden_size, model.num_layers, model.optimizer._target_) == (64, 64, 1, "torch.optim.SGD")
+    assert original.data == plain.data and original.seed == plain.seed  # model=original sets only the model
+    assert baseline.model == model and (baseline.data.seq_len, baseline.data.batch_size) == (16, 16)
+    assert baseline.data.session == "nottingham"  # any corpus: the experiment leaves data= alone
+

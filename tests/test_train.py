@@ -238,7 +238,7 @@ def wandb_records(run_dir: Path):
 
 def test_two_job_multirun_logs_to_offline_wandb(chorale_sessions_dir, tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "-m", "model=lstm_small,seed", "debug=limit", "logger=wandb",
+        [sys.executable, str(ROOT / "train.py"), "-m", "model=lstm_small,original", "debug=limit", "logger=wandb",
          "data.session=chorales", f"paths.sessions_dir={chorale_sessions_dir}", f"hydra.sweep.dir={tmp_path}",
          *TINY],
         capture_output=True, text=True, cwd=tmp_path, env=env_offline(), timeout=300,
@@ -265,8 +265,8 @@ def test_two_job_multirun_logs_to_offline_wandb(chorale_sessions_dir, tmp_path):
         assert val[-1] == pytest.approx(metrics["val"]["val/bits_per_note"], rel=1e-5)
         assert config["params"]["total"] > 0 and config["dataset"]["train"]["pieces"] == 4
         assert config["model"]["optimizer"]["_target_"] == f"torch.optim.{optimizer}"
-    seed = LSTMGenerator.load_from_checkpoint(tmp_path / "1" / "checkpoints" / "last.ckpt")
-    assert seed.hparams.num_layers == 1 and not seed.hparams.tie_weights
+    original = LSTMGenerator.load_from_checkpoint(tmp_path / "1" / "checkpoints" / "last.ckpt")
+    assert original.hparams.num_layers == 1 and not original.hparams.tie_weights
 
 
 def test_a_run_stopped_before_its_first_validation_finishes(chorale_sessions_dir, tmp_path):

@@ -103,8 +103,25 @@ def test_vocabulary_is_closed_form_and_stable():
     assert Vocabulary(EncodingConfig(resolution=4)) != Vocabulary(EncodingConfig())
     base = Vocabulary(EncodingConfig())
     assert a.words[: len(base)] == base.words  # instruments only append
+    assert len(base) == 355  # docs/words.md quotes this
     with pytest.raises(KeyError, match="knows: cello, viola"):
         a.inst_id("tuba")
+
+
+def test_styles_follow_the_instruments_and_old_dicts_still_load():
+    v = Vocabulary(EncodingConfig(), ("viola", "cello"), ("nottingham", "bach_chorales"))
+    assert v.words[-4:] == ["inst_cello", "inst_viola", "style_bach_chorales", "style_nottingham"]
+    assert Vocabulary.from_dict(v.to_dict()) == v
+    old = Vocabulary(EncodingConfig(), ("viola", "cello"))
+    assert old.to_dict() == {"config": EncodingConfig().to_dict(), "instruments": ["cello", "viola"]}
+    assert Vocabulary.from_dict({"config": {}, "instruments": ["viola", "cello"]}) == old
+    assert v.words[: len(old)] == old.words  # styles only append
+    assert v.decode_ids(v.header_ids(["viola", "cello"], "nottingham")) == [
+        "<bos>", "style_nottingham", "inst_cello", "inst_viola",
+    ]
+    with pytest.raises(KeyError, match="knows: bach_chorales, nottingham"):
+        v.style_id("jazz")
+    assert [word_kind(w) for w in ("style_x", "inst_x", "<eos>", "bar")] == ["style", "inst", "eos", "bar"]
 
 
 def test_pitch_words():

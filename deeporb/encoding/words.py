@@ -11,12 +11,17 @@ A track becomes a sequence of words (see docs/words.md):
 * ``vel_K`` is the velocity bin, written only when it changes;
 * a pitch word (``C#4``, MIDI 60 = ``C4``) is always followed by its ``dur_K``.
 
-The vocabulary depends only on :class:`EncodingConfig` plus the session's instrument keys,
-so the same config always yields the same ids. ``decode(encode(x)) == quantize(x)`` holds
-for every input: that is the property test in tests/test_words.py.
+A training row frames it: ``<bos> [style_S] inst_KEY words <eos>`` (the tracks view; the
+score view, :mod:`deeporb.encoding.score`, merges a piece's parts into one stream). What
+may follow what is :mod:`deeporb.encoding.grammar`'s table, which decoding reads.
+
+The vocabulary depends only on :class:`EncodingConfig` plus the session's instrument and
+style keys, so the same config always yields the same ids. ``decode(encode(x)) ==
+quantize(x)`` holds for every input: that is the property test in tests/test_words.py.
 
 Encoding is vectorised with numpy (no per-note Python loop) because it runs over whole
-corpora; decoding is a small state machine and is only used on single tracks.
+corpora; decoding walks the grammar word by word and is used on single sequences.
+One job, notes <-> words, hence one module of about 500 lines.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
 import numpy as np
+
+from deeporb.encoding.grammar import KINDS, Walk
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
@@ -57,6 +64,8 @@ class EncodingConfig:
     max_ts_numerator: largest time-signature numerator in the vocabulary.
     exact_duration_quarters: durations up to this many quarters keep every grid step;
         longer ones are rounded to whole quarters, up to max_duration_quarters (then clipped).
+    max_piece_quarters: longest piece encoded (quarters); longer files are skipped, which bounds
+        the work per file (empty bars still cost words).
     """
 
     resolution: int = 12
@@ -65,6 +74,7 @@ class EncodingConfig:
     max_ts_numerator: int = 16
     exact_duration_quarters: int = 4
     max_duration_quarters: int = 16
+    max_piece_quarters: int = 20000
 
     def __post_init__(self) -> None:
         if self.resolution < 1 or self.velocity_bins < 1 or self.velocity_bins > 128:
@@ -130,30 +140,49 @@ class EncodingConfig:
 
 @dataclass
 class Vocabulary:
-    """Word <-> id mapping, closed-form from the config plus sorted instrument keys."""
+    """Word <-> id mapping, closed-form from the config plus sorted instrument and style keys.
+
+    The words come in blocks, one per kind of :data:`deeporb.encoding.grammar.KINDS`, in that
+    order: specials, ``bar``, ``ts_``, ``pos_``, ``vel_``, pitches, ``dur_``, ``inst_``, ``style_``.
+    ``kinds[id]`` and ``values[id]`` give each word's kind (index into KINDS) and value (see the
+    grammar), ``blocks[kind]`` its (first id, end id).
+    """
 
     config: EncodingConfig = field(default_factory=EncodingConfig)
     instruments: tuple[str, ...] = ()
+    styles: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         c = self.config
         self.instruments = tuple(sorted(set(self.instruments)))
-        words = list(SPECIALS) + [BAR]
-        words += [f"ts_{n}/{d}" for n, d in c.time_signatures]
-        words += [f"pos_{k}" for k in range(c.max_bar_quarters * c.resolution)]
-        words += [f"vel_{k}" for k in range(c.velocity_bins)]
-        words += [pitch_word(p) for p in range(128)]
-        words += [f"dur_{int(s)}" for s in c.duration_steps]
-        words += [f"inst_{k}" for k in self.instruments]
-        self.words: list[str] = words
+        self.styles = tuple(sorted(set(self.styles)))
+        n_pos = c.max_bar_quarters * c.resolution
+        blocks = {  # kind -> (words, values), in KINDS order
+            "pad": ([PAD], [0]), "bos": ([BOS], [0]), "eos": ([EOS], [0]), "unk": ([UNK], [0]),
+            "bar": ([BAR], [0]),
+            "ts": ([f"ts_{n}/{d}" for n, d in c.time_signatures], [c.bar_steps(*ts) for ts in c.time_signatures]),
+            "pos": ([f"pos_{k}" for k in range(n_pos)], range(n_pos)),
+            "vel": ([f"vel_{k}" for k in range(c.velocity_bins)], range(c.velocity_bins)),
+            "pitch": ([pitch_word(p) for p in range(128)], range(128)),
+            "dur": ([f"dur_{int(s)}" for s in c.duration_steps], c.duration_steps),
+            "inst": ([f"inst_{k}" for k in self.instruments], range(len(self.instruments))),
+            "style": ([f"style_{k}" for k in self.styles], range(len(self.styles))),
+        }
+        assert tuple(blocks) == KINDS
+        words: list[str] = []
+        self.blocks: dict[str, tuple[int, int]] = {}
+        for kind, (block, _) in blocks.items():
+            self.blocks[kind] = (len(words), len(words) + len(block))
+            words += block
+        self.words = words
+        self.kinds = np.repeat(np.arange(len(KINDS)), [len(b) for b, _ in blocks.values()])
+        self.values = np.concatenate([np.asarray(list(v), dtype=np.int64) for _, v in blocks.values()])
         self.index: dict[str, int] = {w: i for i, w in enumerate(words)}
-        # first ids of each block, used by the vectorised encoder and the sampler's grammar
-        self.pos0 = self.index["pos_0"]
-        self.vel0 = self.index["vel_0"]
-        self.pitch0 = self.index[pitch_word(0)]
-        self.dur0 = self.index[f"dur_{int(c.duration_steps[0])}"]
+        # first ids of the blocks the vectorised encoder writes into
+        self.pos0, self.vel0, self.pitch0, self.dur0, self.inst0 = (
+            self.blocks[k][0] for k in ("pos", "vel", "pitch", "dur", "inst")
+        )
         self.ts_ids = {ts: self.index[f"ts_{ts[0]}/{ts[1]}"] for ts in c.time_signatures}
-        self._dur_index = {int(s): i for i, s in enumerate(c.duration_steps)}
 
     def __len__(self) -> int:
         return len(self.words)
@@ -182,31 +211,42 @@ class Vocabulary:
             )
         return self.index[word]
 
+    def style_id(self, key: str) -> int:
+        word = f"style_{key}"
+        if word not in self.index:
+            known = ", ".join(self.styles) or "no styles"
+            raise KeyError(f"unknown style {key!r}; this vocabulary knows: {known}")
+        return self.index[word]
+
+    def header_ids(self, instruments, style: str | None = None) -> np.ndarray:
+        """``<bos> [style_S] inst_A inst_B ...``: a sequence's header (instruments ascending, once)."""
+        ids = [self.index[BOS]] + ([self.style_id(style)] if style is not None else [])
+        ids += sorted({self.inst_id(k) for k in instruments})
+        return np.asarray(ids, dtype=np.int64)
+
     def kind_of(self) -> np.ndarray:
-        """Array mapping id -> word kind (see WORD_KINDS), for masks and metrics."""
-        kinds = np.empty(len(self.words), dtype=np.int64)
-        for i, w in enumerate(self.words):
-            kinds[i] = WORD_KINDS.index(word_kind(w))
-        return kinds
+        """Array mapping id -> word kind (index into KINDS), for masks and metrics."""
+        return self.kinds.copy()
 
     def to_dict(self) -> dict:
-        return {"config": self.config.to_dict(), "instruments": list(self.instruments)}
+        d = {"config": self.config.to_dict(), "instruments": list(self.instruments)}
+        if self.styles:  # written only when there are styles, so older vocabularies keep their dicts
+            d["styles"] = list(self.styles)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Vocabulary:
-        return cls(EncodingConfig.from_dict(d["config"]), tuple(d["instruments"]))
-
-
-WORD_KINDS = ("special", "bar", "ts", "pos", "vel", "pitch", "dur", "inst")
+        return cls(EncodingConfig.from_dict(d["config"]), tuple(d["instruments"]), tuple(d.get("styles", ())))
 
 
 def word_kind(word: str) -> str:
+    """The kind (one of KINDS) of any well-formed word, in or out of a vocabulary."""
     if word in SPECIALS:
-        return "special"
+        return KINDS[SPECIALS.index(word)]
     if word == BAR:
         return "bar"
     prefix = word.split("_", 1)[0]
-    if prefix in ("ts", "pos", "vel", "dur", "inst"):
+    if prefix in ("ts", "pos", "vel", "dur", "inst", "style"):
         return prefix
     if PITCH_WORD.match(word):
         return "pitch"
@@ -278,6 +318,9 @@ class Meter:
 # notes on the grid
 
 
+GRID_COLUMNS = ("onset", "duration", "pitch", "velocity_bin")
+
+
 @dataclass
 class GridNotes:
     """Notes on the grid: onset and duration in steps, pitch, velocity bin; sorted."""
@@ -293,8 +336,21 @@ class GridNotes:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, GridNotes) and all(
             np.array_equal(getattr(self, f), getattr(other, f))
-            for f in ("onset", "duration", "pitch", "velocity_bin")
+            for f in GRID_COLUMNS
         )
+
+    @classmethod
+    def sorted(cls, onset, duration, pitch, velocity_bin) -> GridNotes:
+        """Columns in any order -> grid notes in the canonical order (onset, pitch, duration, velocity)."""
+        cols = [np.asarray(x, dtype=np.int64) for x in (onset, duration, pitch, velocity_bin)]
+        order = np.lexsort((cols[3], cols[1], cols[2], cols[0]))
+        return cls(*(c[order] for c in cols))
+
+    @classmethod
+    def concat(cls, grids: list[GridNotes]) -> GridNotes:
+        """Several tracks' notes as one (e.g. the tracks of one instrument in a piece), sorted."""
+        return cls.sorted(*(np.concatenate([getattr(g, c) for g in grids] or [np.zeros(0, np.int64)])
+                            for c in GRID_COLUMNS))
 
     def to_quarters(self, config: EncodingConfig) -> dict[str, np.ndarray]:
         """Back to note columns in quarters with representative velocities."""
@@ -323,8 +379,13 @@ def quantize(notes: dict, config: EncodingConfig) -> GridNotes:
     return GridNotes(on[order], dur[order], pitch[order], vel[order])
 
 
-def encode_ids(grid: GridNotes, meter: Meter, vocab: Vocabulary) -> np.ndarray:
-    """Grid notes -> word ids (no <bos>/<eos>/instrument). Vectorised: no per-note loop."""
+def encode_ids(grid: GridNotes, meter: Meter, vocab: Vocabulary, part: np.ndarray | None = None) -> np.ndarray:
+    """Grid notes -> body word ids (no header, no ``<eos>``). Vectorised: no per-note loop.
+
+    ``part`` (score view) holds each note's ``inst_`` word id, the notes sorted by onset, then
+    part, then pitch; an ``inst_`` word is then written after every ``pos_`` and where the
+    part changes inside an onset. Without it (tracks view) no ``inst_`` word is written.
+    """
     config = vocab.config
     n = len(grid)
     end = int(grid.onset[-1]) if n else 0
@@ -346,9 +407,13 @@ def encode_ids(grid: GridNotes, meter: Meter, vocab: Vocabulary) -> np.ndarray:
     first_in_bar[1:] = bar[1:] != bar[:-1]
     pos_flag = first_in_bar.copy()
     pos_flag[1:] |= grid.onset[1:] != grid.onset[:-1]
+    inst_flag = np.zeros(n, dtype=bool)
+    if part is not None:
+        inst_flag = pos_flag.copy()
+        inst_flag[1:] |= part[1:] != part[:-1]
     vel_flag = np.ones(n, dtype=bool)
     vel_flag[1:] = grid.velocity_bin[1:] != grid.velocity_bin[:-1]
-    note_len = 2 + pos_flag + vel_flag
+    note_len = 2 + pos_flag + inst_flag + vel_flag
 
     header_cum = np.cumsum(header_len)  # headers up to and including bar b
     note_start = np.concatenate([[0], np.cumsum(note_len)[:-1]]) + header_cum[bar] if n else bar
@@ -367,6 +432,9 @@ def encode_ids(grid: GridNotes, meter: Meter, vocab: Vocabulary) -> np.ndarray:
     cursor = note_start.copy()
     out[cursor[pos_flag]] = vocab.pos0 + pos[pos_flag]
     cursor += pos_flag
+    if part is not None:
+        out[cursor[inst_flag]] = part[inst_flag]
+        cursor += inst_flag
     out[cursor[vel_flag]] = vocab.vel0 + grid.velocity_bin[vel_flag]
     cursor += vel_flag
     out[cursor] = vocab.pitch0 + grid.pitch
@@ -387,82 +455,58 @@ class DecodeError(ValueError):
     """Words that do not follow the grammar (a sampler bug or a hand-edited file)."""
 
 
-def decode_words(words, vocab: Vocabulary, strict: bool = True) -> tuple[GridNotes, Meter]:
-    """Words (string or list) -> grid notes and meter. Inverse of :func:`encode`.
+def read_words(
+    words, vocab: Vocabulary, strict: bool, view: str
+) -> tuple[dict[str, np.ndarray], Meter, np.ndarray]:
+    """Walk words through the grammar (:class:`deeporb.encoding.grammar.Walk`), collecting notes.
 
-    Specials and instrument words are ignored; decoding stops at ``<eos>``. With
-    ``strict=False`` ungrammatical words are dropped instead of raising (for samples
-    from an unconstrained model).
+    Returns note columns (onset, duration, pitch, velocity_bin, part: the instrument index or
+    -1), the meter, and the header's ensemble (a bool per vocabulary instrument). Reading
+    stops at ``<eos>``. With ``strict=False`` refused words are dropped instead of raising.
     """
     config = vocab.config
     if isinstance(words, str):
         words = words.split()
-    onsets, durs, pitches, vels = [], [], [], []
+    walk = Walk(view, len(vocab.instruments), config.bar_steps(4, 4))
+    s = walk.state
+    notes = []  # (onset, duration, pitch, velocity bin, part)
     starts, sigs = [0], [(4, 4)]
-    bar_start, bar_len, onset, vel = None, config.bar_steps(4, 4), None, config.velocity_bins // 2
-    pending_pitch = None
-
-    def fail(i: int, w: str, msg: str) -> None:
-        if strict:
-            raise DecodeError(f"word {i} ({w!r}): {msg}")
-
+    kind_value = {w: (KINDS[k], v) for w, k, v in zip(vocab.words, vocab.kinds, vocab.values.tolist(), strict=True)}
     for i, w in enumerate(words):
-        if w == EOS:
-            break
-        if w in SPECIALS or w.startswith("inst_"):
+        kind, value = kind_value.get(w, (None, 0))
+        why = "unknown word" if kind in (None, "pad", "unk") else walk.refusal(kind, value)
+        if why is not None:
+            if strict:
+                raise DecodeError(f"word {i} ({w!r}): {why}")
+            if kind == "eos":
+                break
             continue
-        if pending_pitch is not None and not w.startswith("dur_"):
-            fail(i, w, "a pitch must be followed by its duration")
-            pending_pitch = None
-        if w == BAR:
-            bar_start = 0 if bar_start is None else bar_start + bar_len
-            onset = None
-        elif w.startswith("ts_"):
-            if bar_start is None or onset is not None:
-                fail(i, w, "a time signature must follow 'bar'")
-                continue
-            n, d = (int(x) for x in w[3:].split("/"))
-            steps = config.bar_steps(n, d)
-            if steps is None:
-                fail(i, w, "time signature outside the vocabulary")
-                continue
-            bar_len = steps
-            if starts[-1] == bar_start:
-                sigs[-1] = (n, d)
+        if kind == "eos":
+            break
+        if kind == "dur":
+            notes.append((s.bar_start + s.pos, value, s.last_pitch, s.vel, s.part))
+        walk.step(kind, value)
+        if kind == "ts":
+            sig = tuple(int(x) for x in w[3:].split("/"))
+            if starts[-1] == s.bar_start:
+                sigs[-1] = sig
             else:
-                starts.append(bar_start)
-                sigs.append((n, d))
-        elif w.startswith("pos_"):
-            k = int(w[4:])
-            if bar_start is None or k >= bar_len or (onset is not None and bar_start + k <= onset):
-                fail(i, w, "position outside the bar or not moving forward")
-                continue
-            onset = bar_start + k
-        elif w.startswith("vel_"):
-            vel = int(w[4:])
-        elif w.startswith("dur_"):
-            if pending_pitch is None:
-                fail(i, w, "a duration must follow a pitch")
-                continue
-            onsets.append(onset)
-            durs.append(int(w[4:]))
-            pitches.append(pending_pitch)
-            vels.append(vel)
-            pending_pitch = None
-        else:
-            try:
-                p = word_pitch(w)
-            except ValueError:
-                fail(i, w, "unknown word")
-                continue
-            if onset is None:
-                fail(i, w, "a pitch needs a position first")
-                continue
-            pending_pitch = p
-    if pending_pitch is not None:
-        i, w = len(words), "<end>"
-        fail(i, w, "the last pitch has no duration")
-    arr = [np.asarray(x, dtype=np.int64) for x in (onsets, durs, pitches, vels)]
-    order = np.lexsort((arr[3], arr[1], arr[2], arr[0]))
-    grid = GridNotes(*(a[order] for a in arr))
-    return grid, Meter(starts, sigs)
+                starts.append(s.bar_start)
+                sigs.append(sig)
+    else:  # no <eos>: the words may end only where <eos> may stand
+        why = walk.refusal("eos", 0)
+        if strict and why is not None:
+            raise DecodeError(f"word {len(words)} ('<end>'): the words may not end here ({why})")
+    table = np.asarray(notes, dtype=np.int64).reshape(-1, 5)
+    return dict(zip((*GRID_COLUMNS, "part"), table.T, strict=True)), Meter(starts, sigs), s.ensemble
+
+
+def decode_words(words, vocab: Vocabulary, strict: bool = True) -> tuple[GridNotes, Meter]:
+    """Tracks view: words (string or list) -> grid notes and meter. Inverse of :func:`encode`.
+
+    Reads a bare body (a note file's words) or a framed row ``<bos> [style_S] inst_X body
+    <eos>``; decoding stops at ``<eos>``. With ``strict=False`` ungrammatical words are
+    dropped instead of raising (for samples from an unconstrained model).
+    """
+    cols, meter, _ = read_words(words, vocab, strict, "tracks")
+    return GridNotes.sorted(*(cols[c] for c in GRID_COLUMNS)), meter

@@ -1,1 +1,1 @@
-"""Evaluation: likelihood beside an n-gram baseline, music statistics, set comparison."""
+"""Evaluation: likelihood beside an n-gram baseline, music statistics per piece and across parts, set comparison."""

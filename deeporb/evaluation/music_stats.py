@@ -1,5 +1,7 @@
 """Objective music statistics for comparing generated music with a reference set.
 
+One job, a long one: the features of a piece and the comparison of two sets of pieces by them.
+
 Two families are implemented, both on plain note columns so that no MIDI library
 (and no torch) is needed:
 
@@ -15,9 +17,12 @@ Two families are implemented, both on plain note columns so that no MIDI library
 
 A *piece* is a mapping with array-like columns ``onset`` and ``duration`` (quarter
 notes), ``pitch`` (MIDI 0-127) and ``velocity``; a mapping holding those columns under
-``"notes"`` (our note-file layout) is accepted too. Multi-track pieces are just the
-concatenated columns; instruments are not distinguished (MusPy skips drum tracks,
-so pass pitched tracks only if drums are present).
+``"notes"`` (our note-file layout) is accepted too (:mod:`deeporb.evaluation.columns`).
+For these features multi-track pieces are just the concatenated columns; instruments are
+not distinguished (MusPy skips drum tracks, so pass pitched tracks only if drums are
+present). A piece that also carries its ``"parts"`` gets the cross-part statistics of
+:mod:`deeporb.evaluation.cross_part` too, in the set features and comparisons, whenever a
+set holds a piece with two pitched parts or more.
 
 Empty pieces (no notes) never raise: their scalar features are NaN (as MusPy
 returns) and their histograms are all zeros; set comparisons skip both.
@@ -31,18 +36,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "HISTOGRAM_FEATURES",
-    "IOI_BIN_CENTERS",
-    "IOI_BIN_EDGES",
-    "NOTE_LENGTH_CLASSES",
-    "SCALAR_FEATURES",
-    "compare_features",
-    "compare_sets",
-    "format_comparison",
-    "piece_features",
-    "set_features",
-]
+from deeporb.evaluation.columns import note_columns
+from deeporb.evaluation.cross_part import CROSS_PART_FEATURES, cross_part_features, is_ensemble
 
 SCALAR_FEATURES: tuple[str, ...] = (
     "pitch_range",
@@ -89,24 +84,7 @@ _SCALES = np.stack(
 )
 
 
-# --------------------------------------------------------------------------- input
-def _columns(piece: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (onset, duration, pitch) arrays; accepts a ``{"notes": ...}`` wrapper."""
-    if isinstance(piece, Mapping) and "onset" not in piece and "notes" in piece:
-        piece = piece["notes"]
-    onset = np.asarray(piece["onset"], dtype=np.float64).reshape(-1)
-    duration = np.asarray(piece["duration"], dtype=np.float64).reshape(-1)
-    pitch = np.asarray(piece["pitch"], dtype=np.int64).reshape(-1)
-    if not (len(onset) == len(duration) == len(pitch)):
-        raise ValueError(
-            f"piece columns differ in length: onset={len(onset)}, "
-            f"duration={len(duration)}, pitch={len(pitch)}"
-        )
-    if len(pitch) and (pitch.min() < 0 or pitch.max() > 127):
-        raise ValueError("pitch must lie in 0..127")
-    return onset, np.maximum(duration, 0.0), pitch
-
-
+# --------------------------------------------------------------------------- helpers
 def _entropy_bits(counts: np.ndarray) -> float:
     total = counts.sum()
     if total <= 0:
@@ -205,7 +183,7 @@ def piece_features(
     bar_steps = int(round(beats_per_bar * resolution))
     if bar_steps < 1:
         raise ValueError("beats_per_bar * resolution must be >= 1")
-    onset, duration, pitch = _columns(piece)
+    onset, duration, pitch = note_columns(piece)
     n = len(pitch)
     feats: dict[str, float | np.ndarray] = {}
     if n == 0:
@@ -290,11 +268,20 @@ def piece_features(
 def set_features(
     pieces: Sequence[Any], beats_per_bar: float = 4.0, resolution: int = 12
 ) -> dict[str, list]:
-    """Features of every piece, as ``{feature: [value per piece]}`` (input order)."""
+    """Features of every piece, as ``{feature: [value per piece]}`` (input order).
+
+    The ``CROSS_PART_FEATURES`` are included when some piece has two pitched parts or more
+    (NaN for the pieces that do not), so a set of single-part pieces has no such rows.
+    """
     out: dict[str, list] = {name: [] for name in SCALAR_FEATURES + HISTOGRAM_FEATURES}
     for piece in pieces:
         for name, value in piece_features(piece, beats_per_bar, resolution).items():
             out[name].append(value)
+    if any(is_ensemble(piece) for piece in pieces):
+        out.update({name: [] for name in CROSS_PART_FEATURES})
+        for piece in pieces:
+            for name, value in cross_part_features(piece, beats_per_bar, resolution).items():
+                out[name].append(value)
     return out
 
 
@@ -383,7 +370,7 @@ def compare_features(
                 "ref_hist": r,
             }
         )
-    for name in SCALAR_FEATURES:
+    for name in SCALAR_FEATURES + CROSS_PART_FEATURES:
         if name not in gen_features or name not in ref_features:
             continue
         g = np.asarray(gen_features[name], dtype=np.float64).reshape(-1)
@@ -402,7 +389,7 @@ def compare_features(
         rows.append(
             {
                 "feature": name,
-                "kind": "scalar",
+                "kind": "cross_part" if name in CROSS_PART_FEATURES else "scalar",
                 "overlap": overlap,
                 "kl": kl,
                 "gen_mean": float(g.mean()) if len(g) else math.nan,
@@ -426,7 +413,7 @@ def compare_sets(
 ) -> list[dict[str, Any]]:
     """Compare a generated set of pieces with a reference set, one row per feature.
 
-    Each row has ``feature``, ``kind`` (``"histogram"``/``"scalar"``), ``overlap``,
+    Each row has ``feature``, ``kind`` (``"histogram"``/``"scalar"``/``"cross_part"``), ``overlap``,
     ``kl``, ``gen_mean``, ``ref_mean``, ``gen_std``, ``ref_std``, ``n_gen``, ``n_ref``
     (pieces that contributed); histogram rows also carry ``gen_hist``/``ref_hist``.
 
@@ -441,6 +428,9 @@ def compare_sets(
       discretized densities. Yang & Lerch apply this to intra/inter-set distance
       distributions; applying it to the values directly keeps it cheap and
       interpretable. NaN values (empty or too-short pieces) are skipped.
+
+    * Cross-part features (when both sets hold pieces with two pitched parts or more):
+      compared as the scalars, in rows of kind ``"cross_part"``.
 
     Rows whose feature has no valid value in one of the sets get NaN overlap/KL.
     """

@@ -40,7 +40,7 @@ def generate(
         cs.append(c)
         last.append(logits[:, -1])
     n_rows = num_samples * len(prompts)
-    s = GrammarState.cat(states).map(lambda t: t.repeat(num_samples))
+    s = GrammarState.cat(states).repeat(num_samples)
     state = (torch.cat(hs, 1).repeat(1, num_samples, 1), torch.cat(cs, 1).repeat(1, num_samples, 1))
     logits = torch.cat(last).repeat(num_samples, 1)
     target = int(bars) + int(s.bars.max()) - 1

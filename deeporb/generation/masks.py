@@ -1,132 +1,280 @@
-"""The grammar as vectorised masks over a batch of rows being generated."""
+"""The grammar (deeporb/encoding/grammar.py) as vectorised masks over a batch of rows.
+
+Nothing here restates the grammar; every table below is built from its data once:
+
+* which kinds may come next: (previous kind, predicate bits) -> (V,) bool, from ``RULES``;
+* which words of a kind: ``CONDITIONS`` compared on whole vocabulary blocks at once;
+* how the state moves: ``UPDATES`` are sums of fields, the word's value and constants, so a
+  word's update is a matrix and a vector, and a step is one batched product.
+
+The sampler only adds policy: when a row stops, how long a bar may grow, and that time
+signatures come from the prompt. Per step this is a few dozen small tensor operations
+whatever the batch, so one row (a score) pays little beyond its network step.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from deeporb.encoding.words import BAR, EOS, PAD, WORD_KINDS, Vocabulary, pitch_word
+from deeporb.encoding.grammar import (
+    ENSEMBLE,
+    FIELDS,
+    KINDS,
+    OPS,
+    PREDICATES,
+    PREV_KINDS,
+    UPDATES,
+    conditions_of,
+    initial,
+    rules_for,
+    terms,
+)
+from deeporb.encoding.words import BAR, EOS, PAD, Vocabulary
 
-SPECIAL, KBAR, KTS, KPOS, KVEL, KPITCH, KDUR, KINST = range(len(WORD_KINDS))
-assert WORD_KINDS == ("special", "bar", "ts", "pos", "vel", "pitch", "dur", "inst")
 MAX_BAR_WORDS = 512  # words one generated bar may hold before only `bar` is allowed
+COLUMNS = (*FIELDS, "bar_words")  # the grammar's integer fields, then the sampler's words in this bar
+POLICY = ("room", "may_stop")  # the sampler's own flags, after the grammar's predicates
+TABLE_BUDGET = 1 << 22  # entries of one condition lookup table (neighbouring blocks share one)
 
 
 @dataclass
 class GrammarState:
-    """Per-row facts the grammar needs, as (B,) tensors."""
+    """Per-row state: ``values`` (B, len(COLUMNS)) holds the grammar's integer fields and
+    ``bar_words``; ``ensemble`` (B, instruments) the parts the header named; ``done`` (B,).
+    A field reads as a (B,) column: ``state.bars``."""
 
-    prev: torch.Tensor  # kind of the last word (WORD_KINDS index)
-    pos: torch.Tensor  # onset step inside the bar, -1 before the first position
-    last_pitch: torch.Tensor  # last pitch at this onset, -1 after a new position
-    bar_len: torch.Tensor  # grid steps in the current bar
-    bars: torch.Tensor  # `bar` words seen
-    bar_words: torch.Tensor  # words since the last `bar`
-    done: torch.Tensor  # bool
+    values: torch.Tensor
+    ensemble: torch.Tensor
+    done: torch.Tensor
 
-    FIELDS = ("prev", "pos", "last_pitch", "bar_len", "bars", "bar_words", "done")
+    def __getattr__(self, name: str) -> torch.Tensor:
+        if name in COLUMNS:
+            return self.values[:, COLUMNS.index(name)]
+        raise AttributeError(name)
 
     @classmethod
-    def fresh(cls, batch: int, bar_len: int, device="cpu") -> GrammarState:
-        z = torch.zeros(batch, dtype=torch.long, device=device)
-        return cls(z.clone(), z - 1, z - 1, z + bar_len, z.clone(), z.clone(), z.bool())
+    def fresh(cls, batch: int, bar_len: int, instruments: int, device="cpu") -> GrammarState:
+        """Rows before their first word; ``bar_len`` is the meter until a ``ts`` word;
+        ``instruments`` is the vocabulary's number of instruments (:meth:`Grammar.fresh` knows it)."""
+        start = {**initial(bar_len), "bar_words": 0}
+        values = torch.tensor([[start[c] for c in COLUMNS]] * batch, dtype=torch.long, device=device)
+        ensemble = torch.zeros(batch, instruments, dtype=torch.bool, device=device)
+        return cls(values, ensemble, torch.zeros(batch, dtype=torch.bool, device=device))
 
     def map(self, fn) -> GrammarState:
-        return GrammarState(*(fn(getattr(self, f)) for f in self.FIELDS))
+        return GrammarState(fn(self.values), fn(self.ensemble), fn(self.done))
+
+    def repeat(self, n: int) -> GrammarState:
+        """The rows ``n`` times over (row order: all rows, then all rows again, ...)."""
+        return GrammarState(self.values.repeat(n, 1), self.ensemble.repeat(n, 1), self.done.repeat(n))
 
     @classmethod
     def cat(cls, states: list[GrammarState]) -> GrammarState:
-        return cls(*(torch.cat([getattr(s, f) for s in states]) for f in cls.FIELDS))
+        return cls(*(torch.cat([getattr(s, f) for s in states]) for f in ("values", "ensemble", "done")))
 
 
 class Grammar:
-    """What may follow what, so every row decodes (``decode_words(strict=True)``).
+    """What may follow what, so every row decodes (``decode_words``/``decode_score``, strict).
 
-    Per bar: ``bar [ts] ( pos_K [vel_V] P dur_D ( [vel_V] P dur_D )* )*`` where positions
-    strictly increase and stay inside the bar, pitches strictly rise inside a chord (as the
-    encoder writes them, and so no note is doubled), and a pitch is always followed by its
-    duration. ``ts`` words only come from prompts. A row stops at the ``bar`` (or ``<eos>``)
-    that would open bar ``target + 1``; ``<eos>`` is refused before that, so every sample has
-    the length asked for. A bar holding ``max_bar_words`` words may only be closed, which
-    bounds the number of steps.
+    Policy on top of the grammar: a row stops at the ``bar`` (or ``<eos>``) that would open
+    bar ``target + 1``; ``<eos>`` is refused before that, so a sample is never shorter than
+    asked. A bar holding ``max_bar_words`` words may only be closed, which bounds the number
+    of steps. ``ts`` words only come from prompts. In the score view only the parts of the
+    header's ensemble may play (``GrammarState.ensemble``, one row of bools per sample).
     """
 
-    def __init__(self, vocab: Vocabulary, max_bar_words: int = MAX_BAR_WORDS, device="cpu") -> None:
-        c = vocab.config
-        self.vocab = vocab
-        self.size = len(vocab)
+    def __init__(
+        self, vocab: Vocabulary, max_bar_words: int = MAX_BAR_WORDS, device="cpu", view: str = "tracks"
+    ) -> None:
+        self.vocab, self.view, self.max_bar_words = vocab, view, max_bar_words
+        self.device = device
         self.bar_id, self.eos_id, self.pad_id = vocab.index[BAR], vocab.index[EOS], vocab.index[PAD]
-        self.n_pos = c.max_bar_quarters * c.resolution
-        self.n_vel = c.velocity_bins
-        self.n_dur = len(c.duration_steps)
-        self.pos0, self.vel0, self.pitch0, self.dur0 = vocab.pos0, vocab.vel0, vocab.pitch0, vocab.dur0
-        # the blocks must be contiguous for slicing: true by construction, checked here
-        assert vocab.words[self.pos0 + self.n_pos - 1] == f"pos_{self.n_pos - 1}"
-        assert vocab.words[self.pitch0 + 127] == pitch_word(127)
-        assert vocab.words[self.vel0 + self.n_vel - 1] == f"vel_{self.n_vel - 1}"
-        self.max_bar_words = max_bar_words
-        self.kind = torch.as_tensor(vocab.kind_of(), device=device)
-        ts_steps = torch.zeros(self.size, dtype=torch.long)
-        for (n, d), i in vocab.ts_ids.items():
-            ts_steps[i] = c.bar_steps(n, d)
-        self.ts_steps = ts_steps.to(device)
-        # the mask is three lookups: words allowed by (previous kind, bar has room, row may
-        # stop, chord may rise), then positions by (position, bar length), pitches by last pitch
-        self.table = self._kind_table().to(device)
-        k = torch.arange(self.n_pos)
-        pos, bar_len = torch.arange(-1, self.n_pos)[:, None, None], torch.arange(self.n_pos + 1)[None, :, None]
-        self.pos_ok = ((k > pos) & (k < bar_len)).to(device)  # [pos + 1, bar_len, k]
-        self.pitch_ok = (torch.arange(128)[None] > torch.arange(-1, 128)[:, None]).to(device)
+        kinds, values = torch.as_tensor(vocab.kinds), torch.as_tensor(vocab.values)
+        col = COLUMNS.index
+        # predicates and policy flags: "column < threshold", flipped for ">="; bit i of the flags
+        flags = [(f, op, c) for f, op, c, _ in PREDICATES.values()]
+        flags += [("bar_words", "<", max_bar_words), ("bars", ">=", None)]  # room, may_stop
+        self.flag_cols = torch.tensor([col(f) for f, _, _ in flags], device=device)
+        self.flag_flip = torch.tensor([op == ">=" for _, op, _ in flags], device=device)
+        self.flag_bits = 2 ** torch.arange(len(flags), device=device)
+        self.thresholds = torch.tensor([c or 0 for _, _, c in flags], device=device)
+        self.target = None
+        self.table = self._kind_table(rules_for(view), (*PREDICATES, *POLICY)).to(device)
+        self.prev_col, self.bars_col = col("prev"), col("bars")
+        self._tabulate_conditions(values)
+        matrix, offset = self._updates(kinds, values)
+        self.update_matrix, self.update_offset = matrix.to(device), offset.to(device)
+        # ENSEMBLE: per word, the parts it adds (one-hot for its kind), while the predicate holds
+        joins = (kinds[:, None] == KINDS.index(ENSEMBLE[0])) & (values[:, None] == torch.arange(len(vocab.instruments)))
+        self.joins = joins.to(device)
+        field, op, constant, _ = PREDICATES[ENSEMBLE[1]]
+        self.join_when = (col(field), OPS[op], constant)
+        closes = torch.zeros(len(vocab), dtype=torch.bool)
+        closes[[self.bar_id, self.eos_id]] = True
+        self.closes = closes.to(device)
 
-    def _kind_table(self) -> torch.Tensor:
-        """(64, V) bool indexed by ``prev + 8 * (room + 2 * may_stop + 4 * chord_may_rise)``."""
-        table = torch.zeros(len(WORD_KINDS) * 8, self.size, dtype=torch.bool)
-        for prev in range(len(WORD_KINDS)):
-            for flags in range(8):
-                room, may_stop, rise = bool(flags & 1), bool(flags & 2), bool(flags & 4)
-                row = table[prev + len(WORD_KINDS) * flags]
-                header_or_dur = prev in (KBAR, KTS, KDUR)
-                row[self.bar_id] = header_or_dur or prev == KINST
-                row[self.eos_id] = bool(row[self.bar_id]) and may_stop
-                row[self.pos0 : self.pos0 + self.n_pos] = header_or_dur and room
-                row[self.vel0 : self.vel0 + self.n_vel] = prev == KPOS or (prev == KDUR and room and rise)
-                row[self.pitch0 : self.pitch0 + 128] = prev in (KPOS, KVEL) or (prev == KDUR and room)
-                row[self.dur0 : self.dur0 + self.n_dur] = prev == KPITCH
-        return table
+    def _kind_table(self, rules, flags: tuple[str, ...]) -> torch.Tensor:
+        """(previous kind x flag combination, V) bool: the words whose kind may come next."""
+        v = self.vocab
+        n = 2 ** len(flags)
+        table = torch.zeros(len(PREV_KINDS), n, len(v), dtype=torch.bool)
+        closers = torch.zeros(len(v), dtype=torch.bool)
+        closers[[self.bar_id, self.eos_id]] = True
+        for p, prev in enumerate(PREV_KINDS):
+            for f in range(n):
+                on = {name for i, name in enumerate(flags) if f >> i & 1}
+                row = table[p, f]
+                for rule in rules:
+                    if prev in rule.after and set(rule.when) <= on:
+                        for kind in rule.words:
+                            a, b = v.blocks[kind]
+                            row[a:b] = True
+                a, b = v.blocks["ts"]
+                row[a:b] = False  # policy: the meter comes from the prompt
+                row[self.eos_id] &= "may_stop" in on
+                if "room" not in on and row[self.bar_id]:
+                    row &= closers  # policy: a full bar may only be closed
+        return table.reshape(len(PREV_KINDS) * n, len(v))
+
+    def _tabulate_conditions(self, values: torch.Tensor) -> None:
+        """CONDITIONS as lookups. A comparison of a word's value with an integer field depends on
+        the field only through where it falls among the block's values, so the field is
+        clamped to [min - 1, max + 1]; a table has a row per combination of its conditions'
+        clamped fields (and ``unless`` bits) and covers one or more neighbouring vocabulary
+        blocks. Conditions on the set ``ensemble`` are read from the state directly."""
+        cols, lows, spans, specs, self.blocks, self.set_checks = [], [], [], [], [], []
+        for kind in KINDS:
+            a, b = self.vocab.blocks[kind]
+            if b == a:
+                continue
+            conds = []  # (condition, its field's term index, its unless term index)
+            for c in conditions_of(kind):
+                bit = None if c.unless is None else list(PREDICATES).index(c.unless)
+                if c.field == "ensemble":
+                    self.set_checks.append((a, b, values[a:b].to(self.device), c.op, bit))
+                    continue
+                u = None
+                if bit is not None:  # an unless bit is a term with values 0..1
+                    cols.append(("bit", bit))
+                    lows.append(0)
+                    spans.append(1)
+                    u = len(cols) - 1
+                lo, hi = int(values[a:b].min()) - 1, int(values[a:b].max()) + 1
+                cols.append(("column", COLUMNS.index(c.field)))
+                lows.append(lo)
+                spans.append(hi - lo)
+                conds.append((c, len(cols) - 1, u))
+            if conds:
+                specs.append((a, b, conds))
+        # neighbouring blocks share one table (fewer lookups per step) while it stays small
+        groups: list[list] = []
+        for spec in specs:
+            group = [*groups[-1], spec] if groups else None
+            if group and self._table_size(group, spans) <= TABLE_BUDGET:
+                groups[-1] = group
+            else:
+                groups.append([spec])
+        for group in groups:
+            first, end = group[0][0], group[-1][1]
+            terms_used = sorted({i for *_, conds in group for _, f, u in conds for i in (f, u) if i is not None})
+            sizes = [spans[i] + 1 for i in terms_used]
+            grid = torch.cartesian_prod(*(torch.arange(n) for n in sizes)).reshape(-1, len(sizes))
+            ok = torch.ones(len(grid), end - first, dtype=torch.bool)
+            for a, b, conds in group:
+                for c, f, u in conds:
+                    field = grid[:, terms_used.index(f)] + lows[f]
+                    test = OPS[c.op](values[a:b][None, :], field[:, None])
+                    if u is not None:
+                        test = test | grid[:, terms_used.index(u)][:, None].bool()
+                    ok[:, a - first : b - first] &= test
+            strides = torch.tensor(sizes[1:] + [1]).flip(0).cumprod(0).flip(0)  # row-major, as the grid
+            self.blocks.append((first, end, ok.to(self.device), dict(zip(terms_used, strides.tolist(), strict=True))))
+        radix = torch.zeros(len(cols), len(self.blocks), dtype=torch.long)
+        for j, (*_, strides) in enumerate(self.blocks):
+            for i, stride in strides.items():
+                radix[i, j] = stride
+        self.radix = radix.to(self.device)
+        self.term_low = torch.tensor(lows, dtype=torch.long, device=self.device)
+        self.term_span = torch.tensor(spans, dtype=torch.long, device=self.device)
+        # a term reads a state column, or a predicate bit (placed after the columns)
+        self.term_index = torch.tensor([c if t == "column" else len(COLUMNS) + c for t, c in cols],
+                                       dtype=torch.long, device=self.device)
+
+    @staticmethod
+    def _table_size(group: list, spans: list[int]) -> int:
+        terms_used = {i for *_, conds in group for _, f, u in conds for i in (f, u) if i is not None}
+        return math.prod(spans[i] + 1 for i in terms_used) * (group[-1][1] - group[0][0])
+
+    def _updates(self, kinds: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per word, the matrix A and vector b with new columns = A @ old columns + b."""
+        c = len(COLUMNS)
+        per_kind_a = torch.zeros(len(KINDS), c, c, dtype=torch.long)
+        per_kind_value = torch.zeros(len(KINDS), c, dtype=torch.long)
+        per_kind_b = torch.zeros(len(KINDS), c, dtype=torch.long)
+        for k, kind in enumerate(KINDS):
+            a, b, value = per_kind_a[k], per_kind_b[k], per_kind_value[k]
+            for i, name in enumerate(COLUMNS):
+                if name == "prev":
+                    b[i] = k
+                elif name == "bar_words":  # policy: words since the last bar, this word included
+                    a[i, i], b[i] = (0, 1) if kind == "bar" else (1, 1)
+                elif kind in UPDATES[name]:
+                    for t in terms(UPDATES[name][kind]):
+                        if t == "value":
+                            value[i] += 1
+                        elif isinstance(t, str):
+                            a[i, COLUMNS.index(t)] += 1
+                        else:
+                            b[i] += t
+                else:
+                    a[i, i] = 1
+        return per_kind_a[kinds], per_kind_b[kinds] + per_kind_value[kinds] * values[:, None]
+
+    def fresh(self, batch: int, bar_len: int) -> GrammarState:
+        return GrammarState.fresh(batch, bar_len, len(self.vocab.instruments), self.device)
 
     def mask(self, s: GrammarState, target: int) -> torch.Tensor:
         """(B, V) bool: the words each row may take next."""
-        flags = (s.bar_words < self.max_bar_words).long() + 2 * (s.bars >= target).long()
-        flags += 4 * (s.last_pitch < 127).long()
-        allowed = self.table[s.prev + len(WORD_KINDS) * flags]
-        allowed[:, self.pos0 : self.pos0 + self.n_pos] &= self.pos_ok[s.pos + 1, s.bar_len]
-        allowed[:, self.pitch0 : self.pitch0 + 128] &= self.pitch_ok[s.last_pitch + 1]
+        if target != self.target:
+            self.target = target
+            self.thresholds[-1] = target
+        bits = (s.values[:, self.flag_cols] < self.thresholds) != self.flag_flip
+        row = bits.long() @ self.flag_bits + s.values[:, self.prev_col] * (2 ** len(self.flag_bits))
+        allowed = self.table[row]
+        if self.blocks:
+            terms_now = torch.cat([s.values, bits.long()], 1)[:, self.term_index]
+            terms_now = torch.minimum((terms_now - self.term_low).clamp_(min=0), self.term_span)
+            keys = terms_now @ self.radix
+            for j, (a, b, table, _) in enumerate(self.blocks):
+                allowed[:, a:b] &= table[keys[:, j]]
+        for a, b, values, op, u in self.set_checks:
+            ok = OPS[op](values, s.ensemble)
+            if u is not None:
+                ok = ok | bits[:, u : u + 1]
+            allowed[:, a:b] &= ok
         allowed[:, self.pad_id] = s.done
         return allowed
 
     def advance(self, s: GrammarState, token: torch.Tensor, target: int | None = None) -> torch.Tensor:
-        """Update ``s`` in place with the chosen words; return which rows just finished."""
-        k = self.kind[token]
-        is_bar = token == self.bar_id
-        new_pos = k == KPOS
-        finished = torch.zeros_like(is_bar) if target is None else (
-            (is_bar | (token == self.eos_id)) & (s.bars >= target) & ~s.done
+        """Update ``s`` in place with the chosen words (B,); return which rows just finished (B,)."""
+        bars = s.values[:, self.bars_col]
+        finished = (
+            torch.zeros_like(s.done) if target is None else self.closes[token] & (bars >= target) & ~s.done
         )
+        if s.ensemble.shape[1]:
+            column, op, constant = self.join_when
+            s.ensemble |= self.joins[token] & op(s.values[:, column : column + 1], constant)
+        s.values = torch.bmm(self.update_matrix[token], s.values[:, :, None])[:, :, 0]
+        s.values += self.update_offset[token]
         s.done |= finished
-        s.bars += is_bar.long()
-        s.pos = torch.where(is_bar, -1, torch.where(new_pos, token - self.pos0, s.pos))
-        s.last_pitch = torch.where(
-            is_bar | new_pos, -1, torch.where(k == KPITCH, token - self.pitch0, s.last_pitch)
-        )
-        s.bar_len = torch.where(k == KTS, self.ts_steps[token], s.bar_len)
-        s.bar_words = torch.where(is_bar, 1, s.bar_words + 1)
-        s.prev = k
         return finished
 
     def state_after(self, prompt: list[int], bar_len: int) -> GrammarState:
         """The state after reading a prompt (one row)."""
-        s = GrammarState.fresh(1, bar_len, device=self.kind.device)
+        s = self.fresh(1, bar_len)
         for t in prompt:
-            self.advance(s, torch.tensor([t], device=self.kind.device))
+            self.advance(s, torch.tensor([t], device=self.device))
         return s

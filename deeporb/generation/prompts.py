@@ -1,8 +1,11 @@
-"""Prompts and primers: the meter a sample is written in, primer bars, the words fed first."""
+"""Prompts and primers: bar headers, a primer's first bars, the words fed before the first draw.
+
+(The meter a sample without primer is written in is the checkpoint's:
+:meth:`deeporb.data.facts.SessionFacts.meter`.)
+"""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,20 +34,6 @@ def bar_grid(meter: Meter, nbars: int, config: EncodingConfig) -> tuple[np.ndarr
 def split_bars(words: list[str]) -> list[list[str]]:
     starts = [i for i, w in enumerate(words) if w == BAR]
     return [words[a:b] for a, b in zip(starts, starts[1:] + [len(words)], strict=True)]
-
-
-def session_meter(session: dict, config: EncodingConfig) -> Meter:
-    """The training set's most common representable time signature (4/4 if none)."""
-    counts = Counter()
-    for text, count in (session.get("time_signatures") or {}).items():
-        try:
-            n, d = (int(x) for x in str(text).split("/"))
-        except ValueError:
-            continue
-        if config.bar_steps(n, d) is not None:
-            counts[(n, d)] += int(count)
-    sig = max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0] if counts else (4, 4)
-    return Meter([0], [sig])
 
 
 @dataclass

@@ -1,83 +1,265 @@
-"""The encode stage: find MIDI files, encode them in parallel, write the session, report.
+"""The encode stage: MIDI files -> a session of note files, one file at a time.
+
+Each file is read, checked and encoded in a worker, which writes its note files straight
+into the session's staging folder and hands back a small :class:`FileResult`; the manifest
+is gathered from those. So memory stays flat in the number of files, and the work per
+file is bounded: a piece longer than ``encoding.max_piece_quarters`` is skipped before any
+word is made. Whatever goes wrong with one file (unreadable, too long, any exception)
+becomes a listed skip; only faults of the run itself (the output folder unwritable, the
+disk full) end it, with one line.
 
 Kept free of torch so ``encode.py`` starts fast.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from deeporb.encoding.words import EncodingConfig
+import numpy as np
+
+from deeporb.encoding.words import EncodingConfig, Vocabulary, encode
 from deeporb.errors import UserError
-from deeporb.instruments import safe_key
-from deeporb.midi import find_midi_files
-from deeporb.session_store import FileResult, build_manifest, encode_files, write_session
+from deeporb.fileio import staged_folder
+from deeporb.instruments import instrument_key, safe_key
+from deeporb.midi import MidiReadError, Piece, find_midi_files, read_midi
+from deeporb.session_store import (
+    CACHE_DIR,
+    FORMAT_VERSION,
+    ManifestBuilder,
+    TrackEntry,
+    session_name_for,
+    write_note_file,
+)
+from deeporb.workers import WorkerPool
 
 
-def resolve_input(
-    midi_dir: str | None, dataset: str | None, dataset_limit: int | None, datasets_dir: str, workers: int
-) -> tuple[Path, dict, str | None]:
+@dataclass
+class EncodeConfig:
+    """Every setting of ``encode.py`` and its default (configs/encode.yaml only adds Hydra's).
+
+    midi_dir: folder scanned recursively for .mid/.midi files; or
+    dataset: a built-in corpus (bach_chorales, nottingham, beethoven_quartets),
+        dataset_limit: its first N pieces (None: all).
+    session: the session's name (default: the dataset name or the folder's name).
+    style: the style label recorded in the manifest (default: the session name).
+    instrument_key: ``program`` (GM name) or ``name`` (track name); None: program, or the
+        dataset's choice.
+    workers: processes (0: all cores).
+    """
+
+    midi_dir: str | None = None
+    dataset: str | None = None
+    dataset_limit: int | None = None
+    session: str | None = None
+    style: str | None = None
+    sessions_dir: str = "data/sessions"
+    datasets_dir: str = "data/datasets"
+    instrument_key: str | None = None
+    workers: int = 0
+    progress: bool = True
+    encoding: EncodingConfig = field(default_factory=EncodingConfig)
+
+
+@dataclass
+class FileResult:
+    """What encoding one MIDI file left behind: its written note files, or why it was skipped."""
+
+    source: str
+    tracks: list[TrackEntry] = field(default_factory=list)
+    qpm: float | None = None  # the piece's first tempo
+    meters: list[str] = field(default_factory=list)  # its time signatures on the grid, "N/D"
+    skip_reason: str | None = None
+    stats: Counter = field(default_factory=Counter)
+
+
+class SkipFile(Exception):
+    """A readable file that is declined; the message is the skip reason."""
+
+
+@functools.lru_cache(maxsize=8)
+def vocabulary(config: EncodingConfig) -> Vocabulary:
+    """The instrument-free vocabulary of a config, built once per process."""
+    return Vocabulary(config)
+
+
+def piece_quarters(piece: Piece, config: EncodingConfig) -> float:
+    """Where the words of a piece end, in quarters: its last note end, durations clipped as
+    the words clip them. Read from the note columns, before anything is encoded."""
+    ends = [
+        float(np.max(t.notes["onset"] + np.minimum(t.notes["duration"], config.max_duration_quarters)))
+        for t in piece.tracks
+        if len(t)
+    ]
+    return max(ends, default=0.0)
+
+
+def encode_tracks(piece: Piece, source: str, config: EncodingConfig, key_mode: str) -> tuple[list[dict], Counter]:
+    """Each non-empty track of a piece as a note-file record, and what the grid adjusted.
+
+    Raises :class:`SkipFile` for a piece longer than ``config.max_piece_quarters``: empty bars
+    are words, so a note after a huge silence would cost memory and disk without bound.
+    """
+    length = piece_quarters(piece, config)
+    if length > config.max_piece_quarters:
+        raise SkipFile(
+            f"piece lasts {length:.0f} quarters, over max_piece_quarters={config.max_piece_quarters}"
+        )
+    # a time signature change at an absurd time makes no word, but would make bar lines up to it
+    time_signatures = [ts for ts in piece.time_signatures if ts[0] <= config.max_piece_quarters]
+    vocab = vocabulary(config)
+    max_steps = config.max_duration_quarters * config.resolution
+    records, stats = [], Counter()
+    for index, track in enumerate(piece.tracks):
+        if len(track) == 0:
+            stats["empty_tracks"] += 1
+            continue
+        notes = track.notes
+        words, meter = encode(notes, time_signatures, vocab)
+        dur_steps = np.floor(notes["duration"] * config.resolution + 0.5)
+        stats["zero_length_notes"] += int((notes["duration"] <= 0).sum())
+        stats["durations_clipped"] += int((dur_steps > max_steps).sum())
+        records.append(
+            {
+                "format": FORMAT_VERSION,
+                "source": source,
+                "track": index,
+                "name": track.name,
+                "program": track.program,
+                "is_drum": track.is_drum,
+                "instrument": instrument_key(key_mode, track.program, track.is_drum, track.name),
+                "ticks_per_quarter": piece.ticks_per_quarter,
+                "tempos": [list(t) for t in piece.tempos],
+                "time_signatures": [list(t) for t in piece.time_signatures],
+                "meter": [list(t) for t in meter.changes(config)],
+                "notes": notes,
+                "words": words,
+            }
+        )
+        stats["time_signatures_replaced"] = meter.replaced
+        stats["time_signatures_moved"] = meter.moved
+    return records, stats
+
+
+def encode_file(source: str, root: Path, config: EncodingConfig, key_mode: str, staging: Path) -> FileResult:
+    """Read, encode and write one file into the staging folder. Never raises for a bad file:
+    any failure reading or encoding it becomes its skip reason. Writing errors are the run's
+    (the output, not the file) and propagate."""
+    result = FileResult(source)
+    try:
+        records, result.stats = encode_tracks(read_midi(root / source), source, config, key_mode)
+    except (MidiReadError, SkipFile) as e:
+        result.skip_reason = str(e)
+        return result
+    except Exception as e:  # symusic and numpy can fail in any way on hostile input
+        result.skip_reason = (f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)[:300]
+        return result
+    if not records:
+        result.skip_reason = "no notes in any track"
+        return result
+    for rec in records:
+        rel = write_note_file(staging, rec)
+        result.tracks.append(TrackEntry(rel, rec["instrument"], rec["program"], rec["is_drum"], len(rec["notes"]["pitch"])))
+    first = records[0]
+    result.qpm = first["tempos"][0][1] if first["tempos"] else None
+    result.meters = [f"{n}/{d}" for _, n, d in first["meter"]]
+    return result
+
+
+def resolve_input(cfg: EncodeConfig, workers: int) -> tuple[Path, dict, str | None]:
     """-> (folder of MIDI files, source description, the dataset's instrument-key mode)."""
-    if bool(midi_dir) == bool(dataset):
+    if bool(cfg.midi_dir) == bool(cfg.dataset):
         raise UserError("give exactly one of midi_dir=DIR or dataset=NAME")
-    if dataset:
-        from deeporb.builtin_corpora.export import DATASETS, export_dataset
+    if cfg.dataset:
+        from deeporb.builtin_corpora.export import export_dataset
+        from deeporb.builtin_corpora.specs import DATASETS
 
-        if dataset not in DATASETS:
-            raise UserError(f"unknown dataset {dataset!r}; available: {', '.join(sorted(DATASETS))}")
-        folder = export_dataset(dataset, datasets_dir, limit=dataset_limit, workers=workers, progress=True)
-        return Path(folder), {"dataset": dataset, "limit": dataset_limit}, DATASETS[dataset].instrument_key
-    folder = Path(midi_dir).expanduser()
+        if cfg.dataset not in DATASETS:
+            raise UserError(f"unknown dataset {cfg.dataset!r}; available: {', '.join(sorted(DATASETS))}")
+        folder = export_dataset(cfg.dataset, cfg.datasets_dir, limit=cfg.dataset_limit, workers=workers, progress=True).folder
+        source = {"dataset": cfg.dataset, "limit": cfg.dataset_limit}
+        return Path(folder), source, DATASETS[cfg.dataset].instrument_key
+    folder = Path(cfg.midi_dir).expanduser()
     if not folder.is_dir():
         raise UserError(f"midi_dir {str(folder)!r} is not a folder; pass midi_dir=PATH to a folder of .mid files")
-    return folder, {"midi_dir": str(midi_dir)}, None
+    return folder, {"midi_dir": str(cfg.midi_dir)}, None
 
 
-def encode_session(
-    midi_dir: str | None = None,
-    dataset: str | None = None,
-    dataset_limit: int | None = None,
-    session: str | None = None,
-    sessions_dir: str = "data/sessions",
-    datasets_dir: str = "data/datasets",
-    instrument_key: str | None = None,
-    workers: int = 0,
-    encoding: dict | None = None,
-    progress: bool = False,
-) -> dict:
-    """Encode a MIDI folder or a built-in dataset into ``sessions_dir/session``; return the manifest."""
-    workers = workers or os.cpu_count() or 1
-    folder, source, dataset_key_mode = resolve_input(midi_dir, dataset, dataset_limit, datasets_dir, workers)
-    key_mode = instrument_key or dataset_key_mode or "program"
+def encode_session(cfg: EncodeConfig | None = None, /, **settings) -> dict:
+    """Encode a MIDI folder or a built-in dataset into ``sessions_dir/session``.
+
+    ``settings`` override fields of ``cfg`` (``encoding`` may be a dict). Returns the
+    manifest without its per-piece list (read the session's manifest.json for that).
+    """
+    if isinstance(settings.get("encoding"), Mapping):
+        settings["encoding"] = EncodingConfig.from_dict(dict(settings["encoding"]))
+    cfg = dataclasses.replace(cfg or EncodeConfig(), **settings)
+    workers = cfg.workers or os.cpu_count() or 1
+    folder, source, dataset_key_mode = resolve_input(cfg, workers)
+    key_mode = cfg.instrument_key or dataset_key_mode or "program"
     if key_mode not in ("program", "name"):
         raise UserError(f"instrument_key must be 'program' or 'name', not {key_mode!r}")
-    name = safe_key(session or dataset or folder.resolve().name)
+    name = safe_key(cfg.session or cfg.dataset) if cfg.session or cfg.dataset else session_name_for(folder)
     if not name:
         raise UserError("session name is empty after sanitizing; pass session=NAME")
-    config = EncodingConfig.from_dict(encoding)
-    files = find_midi_files(folder)
+    style = safe_key(cfg.style) if cfg.style else None
+    if cfg.style and not style:
+        raise UserError(f"style {cfg.style!r} is empty after sanitizing; pass style=NAME with letters or digits")
+    files = [p.relative_to(folder).as_posix() for p in find_midi_files(folder)]
     if not files:
         raise UserError(f"no .mid or .midi files under {str(folder)!r}")
 
-    results = _encode_with_progress(files, folder, config, key_mode, workers, progress)
-    manifest, note_files = build_manifest(name, results, config, key_mode, source)
-    if not note_files:
-        reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in manifest["skipped"][:3])
-        raise UserError(f"no notes encoded from {len(files)} file(s) under {str(folder)!r} ({reasons})")
-    write_session(Path(sessions_dir) / name, manifest, note_files)
-    return manifest
+    session_dir = Path(cfg.sessions_dir) / name
+    try:
+        with staged_folder(session_dir) as staging:
+            manifest = ManifestBuilder(staging)
+            job = functools.partial(encode_file, root=folder, config=cfg.encoding, key_mode=key_mode, staging=staging)
+            with _progress(cfg.progress, len(files)) as advance, WorkerPool(workers, chunksize=_chunksize(len(files), workers)) as pool:
+                for r in pool.imap(job, files, on_result=advance):
+                    if r.skip_reason:
+                        manifest.add_skip(r.source, r.skip_reason, r.stats)
+                    else:
+                        manifest.add_piece(r.source, r.tracks, r.qpm, r.meters, r.stats)
+            if not manifest.pieces:
+                manifest.discard()
+                reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in manifest.skipped[:3])
+                raise UserError(f"no notes encoded from {len(files)} file(s) under {str(folder)!r} ({reasons})")
+            summary = manifest.write(name, source, cfg.encoding, key_mode, style)
+            if (session_dir / CACHE_DIR).is_dir():  # keyed by a hash of its inputs: never stale
+                shutil.move(str(session_dir / CACHE_DIR), str(staging / CACHE_DIR))
+    except OSError as e:  # reading input files never gets here: a bad file is a skip
+        where = e.filename or session_dir
+        raise UserError(
+            f"cannot write session {str(session_dir)!r}: {e.strerror or e} ({where}); "
+            "free disk space or pass a writable sessions_dir=PATH"
+        ) from None
+    return summary
 
 
-def _encode_with_progress(files, folder, config, key_mode, workers, progress) -> list[FileResult]:
-    if not progress:
-        return encode_files(files, folder, config, key_mode, workers)
+def _chunksize(n_files: int, workers: int) -> int:
+    """Files per task: few enough for an even spread, enough to amortise the hand-off."""
+    return max(1, min(32, n_files // (workers * 16)))
+
+
+@contextlib.contextmanager
+def _progress(show: bool, total: int) -> Iterator[Callable[[FileResult], None] | None]:
+    """A per-file callback advancing a transient rich bar, or None."""
+    if not show:
+        yield None
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("encoding", total=len(files))
-        return encode_files(files, folder, config, key_mode, workers, on_result=lambda _: bar.advance(task))
+        task = bar.add_task("encoding", total=total)
+        yield lambda _: bar.advance(task)
 
 
 def print_summary(manifest: dict, sessions_dir: str) -> None:

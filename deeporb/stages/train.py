@@ -5,7 +5,7 @@ A run folder (``outputs/train/DATE/TIME``) holds ``checkpoints/`` (best by ``val
 ``last.ckpt``), the loggers' files (``wandb/offline-run-*``, ``csv/``, ``tensorboard/``) and
 ``metrics.json`` (final val and test metrics, best checkpoint). Checkpoints are
 self-contained: the model's hyper-parameters hold the vocabulary and the ``session`` facts
-(see :meth:`deeporb.data.datamodule.SessionDataModule.session_info`), and the resolved run config rides
+(:class:`deeporb.data.facts.SessionFacts`, read through :mod:`deeporb.checkpoints`), and the resolved run config rides
 along under ``deeporb_config``.
 """
 
@@ -18,15 +18,16 @@ import re
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
+from deeporb.checkpoints import facts, load_generator, read_checkpoint, resolve_checkpoint
+from deeporb.data.facts import SessionFacts
 from deeporb.encoding.words import Vocabulary
 from deeporb.errors import UserError
-from deeporb.instruments import safe_key
 from deeporb.model import LSTMGenerator
+from deeporb.session_store import session_name_for
 
 SIZE_KEYS = ("embed_dim", "hidden_size", "num_layers", "tie_weights")
 
@@ -42,14 +43,9 @@ def wandb_offline() -> bool:
     return os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled")
 
 
-def session_name(midi_dir: str) -> str:
-    """The session encode.py would make from a folder (its sanitised name)."""
-    return safe_key(Path(str(midi_dir)).expanduser().resolve().name)
-
-
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
-    OmegaConf.register_new_resolver("session_name", session_name, replace=True)
+    OmegaConf.register_new_resolver("session_name", session_name_for, replace=True)
 
 
 register_resolvers()
@@ -108,18 +104,6 @@ class LastCheckpointAtEnd(pl.Callback):
 # checkpoints
 
 
-def load_checkpoint_meta(path: str | Path) -> dict:
-    """The hyper-parameters of a checkpoint (weights are loaded later by Lightning)."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"checkpoint {str(p)!r} not found; pass ckpt_path=PATH to a .ckpt file")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)
-        return dict(ckpt["hyper_parameters"])
-    except Exception as e:  # a truncated or foreign file: say so in one line
-        raise UserError(f"cannot read checkpoint {str(p)!r}: {type(e).__name__}: {str(e).splitlines()[0][:120]}") from None
-
-
 def check_compatible(hparams: dict, vocab: Vocabulary, ckpt_path: str, model_cfg: DictConfig | None) -> None:
     """A checkpoint must share the data's vocabulary (and, to resume, the model's sizes)."""
     theirs = Vocabulary.from_dict(hparams["vocab"])
@@ -139,16 +123,17 @@ def check_compatible(hparams: dict, vocab: Vocabulary, ckpt_path: str, model_cfg
             )
 
 
-def data_config_from_checkpoint(cfg: DictConfig, hparams: dict) -> DictConfig:
-    """To evaluate a checkpoint: the sessions, split and instruments it was trained on."""
+def data_config_from_checkpoint(cfg: DictConfig, session: SessionFacts) -> DictConfig:
+    """To evaluate a checkpoint: the sessions, split, instruments and view it was trained on
+    (the config's own values where the checkpoint does not know them)."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    session = hparams.get("session") or {}
-    same = list(session.get("names", [])) == ([data["session"]] if isinstance(data["session"], str) else list(data["session"]))
-    for src, dst in (("names", "session"), ("sessions_dir", "sessions_dir"), ("val_fraction", "val_fraction"),
-                     ("test_fraction", "test_fraction"), ("instruments_filter", "instruments"), ("seq_len", "seq_len")):
-        if src in session:
-            data[dst] = session[src]
-    if not same:
+    asked = [data["session"]] if isinstance(data["session"], str) else list(data["session"])
+    known = {"session": list(session.names) or None, "sessions_dir": session.sessions_dir,
+             "val_fraction": session.val_fraction, "test_fraction": session.test_fraction,
+             "seq_len": session.seq_len, "view": session.view}
+    data.update({k: v for k, v in known.items() if v is not None})
+    data["instruments"] = None if session.instruments_filter is None else list(session.instruments_filter)
+    if list(session.names) != asked:
         data["encode"] = None
     return OmegaConf.create(data)
 
@@ -227,12 +212,12 @@ def train(cfg: DictConfig) -> float | None:
         os.environ["WANDB_MODE"] = "offline"
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    ckpt_path = cfg.get("ckpt_path")
-    hparams = load_checkpoint_meta(ckpt_path) if ckpt_path else None
+    ckpt_path = str(resolve_checkpoint(cfg.ckpt_path)) if cfg.get("ckpt_path") else None
+    hparams = read_checkpoint(ckpt_path)["hyper_parameters"] if ckpt_path else None
     if not cfg.train and hparams is None:
         raise UserError("train=false needs ckpt_path=PATH to the checkpoint to evaluate")
 
-    data_cfg = data_config_from_checkpoint(cfg, hparams) if (hparams and not cfg.train) else cfg.data
+    data_cfg = data_config_from_checkpoint(cfg, facts(hparams)) if (hparams and not cfg.train) else cfg.data
     datamodule = instantiate(data_cfg, _convert_="all")
     datamodule.prepare_data()
     vocab = datamodule.vocab
@@ -242,7 +227,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.train:
         model = instantiate(cfg.model, vocab=vocab.to_dict(), session=datamodule.session_info(), _convert_="all")
     else:
-        model = LSTMGenerator.load_from_checkpoint(ckpt_path, map_location="cpu")
+        model = load_generator(ckpt_path)
 
     loggers = instantiate_group(cfg.get("logger"))
     callbacks = instantiate_group(cfg.get("callbacks")) + [ConfigInCheckpoint(config), LastCheckpointAtEnd()]

@@ -1,23 +1,21 @@
-"""datasets.py on the real music21 corpus: exported MIDI read back with symusic, no mocks of music21."""
+"""The built-in corpora on the real music21 corpus: exported MIDI read back with symusic, no mocks
+of music21."""
 
 import ast
 import dataclasses
 import json
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import symusic
 
-from deeporb.builtin_corpora import export as datasets
-from deeporb.builtin_corpora.export import (
-    DATASETS,
-    Piece,
-    export_dataset,
-    export_dataset_report,
-    list_pieces,
-)
+from deeporb.builtin_corpora import export, specs
+from deeporb.builtin_corpora.export import export_dataset
+from deeporb.builtin_corpora.specs import DATASETS, Piece, list_pieces
 
 ROOT = Path(__file__).resolve().parents[1]
 SATB = ["soprano", "alto", "tenor", "bass"]
@@ -39,7 +37,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
 @pytest.fixture(scope="module")
 def bach3(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
-    return cache, export_dataset_report("bach_chorales", cache, limit=3)
+    return cache, export_dataset("bach_chorales", cache, limit=3)
 
 
 def test_bach_chorales_have_four_named_voices(bach3):
@@ -68,7 +66,7 @@ def test_bwv1_6_horn_part_is_dropped(bach3):
     """bwv1.6.mxl has a fifth part (Horn 2) doubling the choir; only the four voices are kept."""
     from music21 import converter
 
-    source = converter.parse(datasets.corpus_root() / "bach" / "bwv1.6.mxl")
+    source = converter.parse(specs.corpus_root() / "bach" / "bwv1.6.mxl")
     assert [p.partName for p in source.parts] == ["Horn 2", "Soprano", "Alto", "Tenor", "Bass"]
     assert [name for name, _, _ in tracks(bach3[0] / "bach_chorales" / "bwv1.6.mid")] == SATB
 
@@ -78,21 +76,21 @@ def test_second_export_is_a_cache_hit(bach3):
     folder = cache / "bach_chorales"
     before = snapshot(folder)
     start = time.perf_counter()
-    report = export_dataset_report("bach_chorales", cache, limit=3)
+    report = export_dataset("bach_chorales", cache, limit=3)
     elapsed = time.perf_counter() - start
     assert elapsed < 1.0
     assert report.exported == [] and report.cached == ["bwv1.6", "bwv2.6", "bwv3.6"]
     assert snapshot(folder) == before  # same names, bytes and mtimes; no temp files left
-    assert export_dataset("bach_chorales", cache, limit=3) == folder
+    assert report.folder == folder
 
 
 def test_limit_takes_the_first_pieces_and_extends_the_cache(tmp_path):
-    folder = export_dataset("bach_chorales", tmp_path, limit=1)
+    folder = export_dataset("bach_chorales", tmp_path, limit=1).folder
     assert sorted(p.name for p in folder.glob("*.mid")) == ["bwv1.6.mid"]
-    report = export_dataset_report("bach_chorales", tmp_path, limit=2)
+    report = export_dataset("bach_chorales", tmp_path, limit=2)
     assert report.cached == ["bwv1.6"] and report.exported == ["bwv2.6"]
     assert sorted(p.name for p in folder.glob("*.mid")) == ["bwv1.6.mid", "bwv2.6.mid"]
-    assert export_dataset_report("bach_chorales", tmp_path / "zero", limit=0).files == []
+    assert export_dataset("bach_chorales", tmp_path / "zero", limit=0).files == []
     with pytest.raises(ValueError, match="limit"):
         export_dataset("bach_chorales", tmp_path, limit=-1)
 
@@ -113,9 +111,9 @@ def test_bad_pieces_are_skipped_reported_recorded_and_not_retried(tmp_path, monk
         Piece("bach/bwv2.6.mxl", "bwv2.6"),
     ]
     spec = dataclasses.replace(DATASETS["bach_chorales"], list_pieces=lambda root: pieces)
-    monkeypatch.setitem(datasets.DATASETS, "bach_chorales", spec)
+    monkeypatch.setitem(DATASETS, "bach_chorales", spec)
     with caplog.at_level(logging.WARNING, logger="deeporb.builtin_corpora.export"):
-        report = export_dataset_report("bach_chorales", tmp_path, limit=1)
+        report = export_dataset("bach_chorales", tmp_path, limit=1)
     # The skipped pieces do not count towards the limit: we still get one chorale.
     assert report.exported == ["bwv1.6"]
     assert set(report.skipped) == {"bwv227.3", "missing"}
@@ -128,39 +126,20 @@ def test_bad_pieces_are_skipped_reported_recorded_and_not_retried(tmp_path, monk
     def must_not_convert(*args):
         raise AssertionError("a recorded skip was parsed again")
 
-    monkeypatch.setattr(datasets, "_convert", must_not_convert)
+    monkeypatch.setattr(export, "convert_piece", must_not_convert)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="deeporb.builtin_corpora.export"):
-        again = export_dataset_report("bach_chorales", tmp_path, limit=1)
+        again = export_dataset("bach_chorales", tmp_path, limit=1)
     assert again.exported == [] and again.cached == ["bwv1.6"]
     assert set(again.skipped) == {"bwv227.3", "missing"}
     assert "skipped 2 piece(s)" in caplog.text  # never silent, even from the cache
 
 
-def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    target = tmp_path / "piece.mid"
-    datasets._write_atomic(target, b"MThd-first")
-    assert target.read_bytes() == b"MThd-first"
-
-    def crash(src, dst):
+def test_disk_errors_abort_instead_of_being_recorded_as_skips(tmp_path, monkeypatch):
+    def disk_full(path, data):
         raise OSError("disk full")
 
-    monkeypatch.setattr(datasets.os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
-        datasets._write_atomic(target, b"MThd-second")
-    assert target.read_bytes() == b"MThd-first"  # old file intact, new one never half-written
-    assert [p.name for p in tmp_path.iterdir()] == ["piece.mid"]  # temp file cleaned up
-
-
-def test_disk_errors_abort_instead_of_being_recorded_as_skips(tmp_path, monkeypatch):
-    real_write = datasets._write_atomic
-
-    def disk_full(path, data):
-        if path.suffix == ".mid":
-            raise OSError("disk full")
-        real_write(path, data)
-
-    monkeypatch.setattr(datasets, "_write_atomic", disk_full)
+    monkeypatch.setattr(export, "atomic_write_bytes", disk_full)  # the .mid files' writer
     with pytest.raises(OSError, match="disk full"):
         export_dataset("bach_chorales", tmp_path, limit=1)
     folder = tmp_path / "bach_chorales"
@@ -169,20 +148,20 @@ def test_disk_errors_abort_instead_of_being_recorded_as_skips(tmp_path, monkeypa
 
 
 def test_cache_from_another_exporter_version_is_rebuilt(tmp_path, monkeypatch):
-    folder = export_dataset("bach_chorales", tmp_path, limit=1)
+    folder = export_dataset("bach_chorales", tmp_path, limit=1).folder
     (folder / "bwv1.6.mid").write_bytes(b"MThd stale bytes from an old exporter")
     (folder / "bwv2.6.mid").write_bytes(b"MThd stale, beyond the limit")
-    monkeypatch.setattr(datasets, "EXPORT_VERSION", datasets.EXPORT_VERSION + 1)
-    report = export_dataset_report("bach_chorales", tmp_path, limit=1)
+    monkeypatch.setattr(export, "EXPORT_VERSION", export.EXPORT_VERSION + 1)
+    report = export_dataset("bach_chorales", tmp_path, limit=1)
     assert report.exported == ["bwv1.6"] and report.cached == []
     assert sorted(p.name for p in folder.glob("*.mid")) == ["bwv1.6.mid"]
     assert [t.name for t in symusic.Score(str(folder / "bwv1.6.mid")).tracks] == SATB
     manifest = json.loads((folder / ".export.json").read_text())
-    assert manifest["signature"]["export_version"] == datasets.EXPORT_VERSION
+    assert manifest["signature"]["export_version"] == export.EXPORT_VERSION
 
 
 def test_process_pool_writes_the_same_bytes(bach3, tmp_path):
-    report = export_dataset_report("bach_chorales", tmp_path, limit=3, workers=2)
+    report = export_dataset("bach_chorales", tmp_path, limit=3, workers=2)
     assert report.exported == ["bwv1.6", "bwv2.6", "bwv3.6"]
     for stem in report.exported:
         pooled = (tmp_path / "bach_chorales" / f"{stem}.mid").read_bytes()
@@ -193,7 +172,7 @@ def test_nottingham_folk_melodies(tmp_path):
     spec = DATASETS["nottingham"]
     assert spec.instrument_key == "program"
     assert "Ryan's Mammoth" in spec.description and "2" in spec.description
-    report = export_dataset_report("nottingham", tmp_path, limit=3)
+    report = export_dataset("nottingham", tmp_path, limit=3)
     assert report.exported == [
         "nottingham-dataset_reelsa-c_80",
         "nottingham-dataset_reelsa-c_81",
@@ -219,7 +198,7 @@ def test_beethoven_quartet_tracks_and_programs(tmp_path):
         "opus18no1_movement1",
         "opus18no1_movement2",
     ]
-    folder = export_dataset("beethoven_quartets", tmp_path, limit=1)
+    folder = export_dataset("beethoven_quartets", tmp_path, limit=1).folder
     assert [p.name for p in folder.glob("*.mid")] == ["opus18no1_movement1.mid"]
     score = symusic.Score(str(folder / "opus18no1_movement1.mid"))
     assert [(t.name, t.program) for t in score.tracks] == [
@@ -244,33 +223,37 @@ def test_datasets_are_listed_without_parsing():
     for name in DATASETS:
         stems = [p.stem for p in list_pieces(name)]
         assert len(set(stems)) == len(stems)  # one file per piece
-        assert all(datasets._safe_stem(s) == s for s in stems)
+        assert all(specs._safe_stem(s) == s for s in stems)
 
 
-def test_module_never_imports_torch_and_imports_music21_lazily():
-    tree = ast.parse((ROOT / "deeporb" / "builtin_corpora" / "export.py").read_text())
-    imported = {
-        alias.name.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import)
-        for alias in node.names
-    } | {
-        node.module.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module
-    }
-    assert "torch" not in imported
-    top_level = {
-        alias.name.split(".")[0]
-        for node in tree.body
-        if isinstance(node, ast.Import)
-        for alias in node.names
-    } | {
-        node.module.split(".")[0]
-        for node in tree.body
-        if isinstance(node, ast.ImportFrom) and node.module
-    }
-    assert "music21" not in top_level and "symusic" not in top_level
+def test_modules_never_import_torch_and_import_music21_lazily():
+    for path in sorted((ROOT / "deeporb" / "builtin_corpora").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        imported = {
+            alias.name.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {
+            node.module.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module
+        }
+        assert "torch" not in imported, path.name
+        top_level = {
+            alias.name.split(".")[0]
+            for node in tree.body
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {
+            node.module.split(".")[0]
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom) and node.module
+        }
+        assert "music21" not in top_level and "symusic" not in top_level, path.name
+    code = "import sys, deeporb.builtin_corpora.export; print(sorted({'torch', 'music21', 'symusic'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"  # nothing they import pulls them in either
 
 
 def test_chorale_fixture_gives_six_satb_files(chorale_midi_dir):

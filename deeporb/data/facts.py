@@ -1,0 +1,119 @@
+"""``SessionFacts``: what a checkpoint knows about the data it was trained on.
+
+The DataModule writes it once (:meth:`deeporb.data.datamodule.SessionDataModule.session_info`)
+into the model's hyper-parameters as ``session=``; sampling, evaluation and training read it
+back through :meth:`SessionFacts.from_dict`, the one place that says what a fact means when
+an older checkpoint lacks it. The record is plain data (no paths opened, no torch), so a
+checkpoint stays readable by ``yaml``/``json`` tools.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+from deeporb.encoding.words import EncodingConfig, Meter, Vocabulary
+from deeporb.errors import UserError
+from deeporb.instruments import key_program
+
+SPLIT_FACTS = ("names", "sessions_dir", "val_fraction", "test_fraction")
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """The session facts a checkpoint carries. Defaults are what an older checkpoint that
+    lacks a fact is taken to mean; ``None`` means "unknown" (the split cannot be rebuilt).
+
+    Mappings inside (``time_signatures``, ``instruments``, ``pieces``) are read-only by
+    convention: the record is frozen, its contents are not copied on every read.
+    """
+
+    names: tuple[str, ...] = ()  # the sessions trained on
+    sessions_dir: str | None = None  # where training found them (absolute)
+    val_fraction: float | None = None
+    test_fraction: float | None = None
+    instruments_filter: tuple[str, ...] | None = None  # data.instruments (None: all)
+    seq_len: int | None = None
+    qpm_median: float = 120.0  # tempo of a sample without primer or tempo=
+    time_signatures: dict[str, int] = field(default_factory=lambda: {"4/4": 1})  # "N/D" -> pieces
+    instruments: dict[str, dict] = field(default_factory=dict)  # key -> {program, is_drum, tracks, notes}
+    instrument_keys: tuple[str, ...] = ()  # the vocabulary's instruments
+    instrument_key: str = "program"  # how a MIDI track becomes a key (encode.py's instrument_key)
+    encoding: EncodingConfig = field(default_factory=EncodingConfig)
+    pieces: dict[str, int] = field(default_factory=dict)  # split -> pieces
+    view: str = "tracks"  # how training read the sessions: "score" or "tracks" (older checkpoints: tracks)
+    styles: tuple[str, ...] = ()  # style keys of the vocabulary: one per session when several, else none
+
+    def to_dict(self) -> dict:
+        """Plain lists and dicts, as the checkpoint's ``hparams.session`` stores them."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, EncodingConfig):
+                value = value.to_dict()
+            elif isinstance(value, dict):
+                value = {k: dict(v) if isinstance(v, Mapping) else v for k, v in value.items()}
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None, vocab: Vocabulary | None = None) -> SessionFacts:
+        """Read ``hparams.session`` of any DeepOrb checkpoint; a missing fact gets the field's
+        default, except those the checkpoint's ``vocab`` also knows (encoding, instrument keys).
+        Unknown keys are ignored, so a newer checkpoint's extra facts do not break reading."""
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        for k in ("names", "instrument_keys", "styles"):
+            if k in kw:
+                kw[k] = tuple(kw[k] or ())
+        if kw.get("instruments_filter") is not None:
+            kw["instruments_filter"] = tuple(kw["instruments_filter"])
+        for k in ("time_signatures", "instruments", "pieces"):
+            if k in kw:
+                kw[k] = {key: dict(v) if isinstance(v, Mapping) else v for key, v in (kw[k] or {}).items()}
+        if "encoding" in kw:
+            kw["encoding"] = EncodingConfig.from_dict(kw["encoding"])
+        elif vocab is not None:
+            kw["encoding"] = vocab.config
+        if "instrument_keys" not in kw and vocab is not None:
+            kw["instrument_keys"] = tuple(vocab.instruments)
+        return cls(**kw)
+
+    def require_split(self, what: str = "checkpoint") -> SessionFacts:
+        """Self, when it says which pieces were held out; else a user error naming what lacks it."""
+        missing = [k for k in SPLIT_FACTS if getattr(self, k) in (None, ())]
+        if missing:
+            raise UserError(
+                f"the {what}'s session facts lack {', '.join(missing)}, so its split cannot be rebuilt; "
+                "use a checkpoint written by train.py"
+            )
+        return self
+
+    def meter(self) -> Meter:
+        """The meter a sample without primer is written in: the training pieces' commonest
+        time signature that this encoding can represent (4/4 if none)."""
+        counts: Counter = Counter()
+        for text, count in self.time_signatures.items():
+            try:
+                n, d = (int(x) for x in str(text).split("/"))
+            except ValueError:
+                continue
+            if self.encoding.bar_steps(n, d) is not None:
+                counts[(n, d)] += int(count)
+        sig = max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0] if counts else (4, 4)
+        return Meter([0], [sig])
+
+    def instrument_program(self, key: str) -> tuple[int, bool]:
+        """Instrument key -> (GM program, is_drum): what the training tracks of that key used
+        most, else what the key's General MIDI name says."""
+        info = self.instruments.get(key) or {}
+        program, is_drum = key_program(key)
+        if "program" in info:
+            program = int(info["program"])
+        if "is_drum" in info:
+            is_drum = bool(info["is_drum"])
+        return program, is_drum

@@ -1,0 +1,216 @@
+"""The grammar of the words, declared once as data: what may follow what, in both views.
+
+The tables below say everything (docs/words.md prints them, from :func:`markdown`):
+
+* :data:`KINDS`: the word kinds, in vocabulary order. Every word has a kind and a *value*
+  (``pos_K`` -> K, ``C4`` -> 60, ``ts_3/4`` -> its bar length in grid steps, ``dur_K`` -> K,
+  ``inst_X``/``style_X`` -> the key's index in the vocabulary; the others 0).
+* :data:`RULES`: which kind may follow which, in which view, where which :data:`PREDICATES`
+  hold (thresholds on the state, such as "before the first bar": the header).
+* :data:`CONDITIONS`: which words of a kind may stand: ``value OP state.FIELD`` (a position
+  moves forward and stays inside the bar, ...).
+* :data:`UPDATES`: how a word of each kind changes the state's integer fields (sums of
+  fields, the word's value and constants), and :data:`ENSEMBLE`: how the header's parts
+  become the set of parts that may play.
+
+Two readers are derived from these tables and add no rule of their own: :class:`Walk` reads
+one sequence word by word (strict decoding, :func:`deeporb.encoding.words.read_words`), and
+``deeporb.generation.masks.Grammar`` turns them into (batch, vocabulary) masks for the
+sampler. So every sequence the sampler may write decodes, and every sequence the encoder
+writes is one the sampler may write: tests/test_grammar.py checks both on random walks and
+real music. To extend the grammar, give the vocabulary a block for a new kind (if any) and
+add rows here; neither reader changes.
+
+The rules are what the encoder writes, not a stricter ideal: pitches of one part at one onset
+are non-decreasing (real files repeat (onset, pitch) pairs: the sampler's output is tidied
+after decoding instead), and ``vel_`` stands only where the velocity bin changes, right
+before a pitch (the first note of a sequence always names its velocity).
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+
+VIEWS = ("tracks", "score")
+KINDS = ("pad", "bos", "eos", "unk", "bar", "ts", "pos", "vel", "pitch", "dur", "inst", "style")
+START = "start"  # the kind of "no word yet"
+PREV_KINDS = (*KINDS, START)  # what the previous word's kind may be; START is last
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Words of kinds ``words`` may follow a word of a kind in ``after`` (in ``views``), where
+    every predicate in ``when`` holds."""
+
+    words: tuple[str, ...]
+    after: tuple[str, ...]
+    why: str
+    when: tuple[str, ...] = ()
+    views: tuple[str, ...] = VIEWS
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Words of ``kind`` may stand only where ``value OP state.FIELD`` holds (``in``: the value
+    is in the set ``FIELD``), unless the predicate ``unless`` holds."""
+
+    kind: str
+    op: str
+    field: str
+    why: str
+    unless: str | None = None
+
+
+OPS = {"<": operator.lt, ">=": operator.ge, ">": operator.gt, "!=": operator.ne, "in": lambda v, s: s[..., v]}
+
+# Facts about the words so far that some rules need: "state.FIELD OP CONSTANT", thresholds only
+# (so a batch reads them all in one comparison).
+PREDICATES = {
+    "header": ("bars", "<", 1, "before the first `bar`"),
+    "body": ("bars", ">=", 1, "after the first `bar`"),
+    "velocity_known": ("vel", ">=", 0, "a `vel_` word came earlier"),
+}
+
+RULES = (
+    Rule(("bos",), (START,), "a framed sequence opens with `<bos>`"),
+    Rule(("style",), ("bos",), "the style, if any, comes first"),
+    Rule(("inst",), ("bos", "style"), "the header names the track's part (tracks) or the ensemble's first part (score)"),
+    Rule(("inst",), ("inst",), "the ensemble's other parts", when=("header",), views=("score",)),
+    Rule(("bar", "eos"), (START,), "a bare body (a note file's words) starts at a bar", views=("tracks",)),
+    Rule(("bar", "eos"), ("inst",), "the header ends at the first bar (or an empty piece ends)", when=("header",)),
+    Rule(("bar", "eos"), ("bar", "ts", "dur"), "a bar may end after its header or any note; empty bars keep rests"),
+    Rule(("ts",), ("bar",), "a time signature stands right after `bar`"),
+    Rule(("pos",), ("bar", "ts", "dur"), "an onset opens after the bar header or a note"),
+    Rule(("inst",), ("pos", "dur"), "after an onset, each part playing there is named", views=("score",)),
+    Rule(("vel",), ("pos",), "a velocity change comes before a note", views=("tracks",)),
+    Rule(("vel",), ("inst",), "a velocity change comes before a note", when=("body",), views=("score",)),
+    Rule(("vel",), ("dur",), "a velocity change comes before the chord's next note"),
+    Rule(("pitch",), ("vel",), "a note follows its velocity"),
+    Rule(("pitch",), ("pos",), "a note at a new onset", when=("velocity_known",), views=("tracks",)),
+    Rule(("pitch",), ("inst",), "a note of the named part", when=("body", "velocity_known"), views=("score",)),
+    Rule(("pitch",), ("dur",), "the chord's next note", when=("velocity_known",)),
+    Rule(("dur",), ("pitch",), "a pitch is always followed by its duration"),
+)
+
+CONDITIONS = {
+    "forward": Condition("pos", ">", "pos", "a position moves forward"),
+    "in_bar": Condition("pos", "<", "bar_len", "a position stays inside the bar"),
+    "chord_rises": Condition("pitch", ">=", "last_pitch", "pitches of one part at one onset do not fall"),
+    "new_velocity": Condition("vel", "!=", "vel", "a velocity word changes the velocity"),
+    "part_rises": Condition("inst", ">", "part", "parts come in ascending key order, each once per onset"),
+    "in_ensemble": Condition("inst", "in", "ensemble", "a part in the body is one the header named", unless="header"),
+}
+
+# field -> {kind: new value}: a sum of terms, each a field (its old value), "value" (the word's)
+# or an int. Fields a kind does not name keep their value; ``prev`` becomes the word's kind.
+UPDATES = {
+    "bars": {"bar": ("bars", 1)},
+    "bar_start": {"bar": ("bar_start", "bar_len")},
+    "bar_len": {"ts": "value"},
+    "pos": {"bar": -1, "pos": "value"},
+    "part": {"bar": -1, "pos": -1, "inst": "value"},
+    "last_pitch": {"bar": -1, "pos": -1, "inst": -1, "pitch": "value"},
+    "vel": {"vel": "value"},
+}
+# the one set-valued field: a word of this kind adds its value to it while the predicate holds
+ENSEMBLE = ("inst", "header")
+FIELDS = ("prev", *UPDATES)  # the integer fields of the state, beside the set ``ensemble``
+
+
+def terms(update) -> tuple:
+    return update if isinstance(update, tuple) else (update,)
+
+
+def initial(bar_len: int) -> dict[str, int]:
+    """The integer fields before the first word (the ensemble starts empty). ``bar_len`` is the
+    meter until a ``ts`` word says otherwise (4/4 for decoding); ``bar_start`` is one bar
+    before 0, so the first ``bar`` is at 0."""
+    return {"prev": PREV_KINDS.index(START), "bars": 0, "bar_start": -bar_len, "bar_len": bar_len,
+            "pos": -1, "part": -1, "last_pitch": -1, "vel": -1}
+
+
+def rules_for(view: str) -> tuple[Rule, ...]:
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; expected one of {', '.join(VIEWS)}")
+    return tuple(r for r in RULES if view in r.views)
+
+
+def conditions_of(kind: str) -> list[Condition]:
+    return [c for c in CONDITIONS.values() if c.kind == kind]
+
+
+def predicate_test(name: str) -> tuple[str, object, int]:
+    """(field, comparison, constant) of a predicate."""
+    field, op, constant, _ = PREDICATES[name]
+    return field, OPS[op], constant
+
+
+class Walk:
+    """One sequence read word by word (Python ints): the scalar reader of the tables."""
+
+    def __init__(self, view: str, n_instruments: int, bar_len: int) -> None:
+        self.follows: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+        for rule in rules_for(view):
+            for prev in rule.after:
+                for kind in rule.words:
+                    self.follows.setdefault((prev, kind), []).append(rule.when)
+        # the tables resolved once, for speed: (prev, kind) -> predicate tests of each rule;
+        # kind -> (comparison, field, unless test, why); kind -> (field, constant, adds value, fields added)
+        self.tests = {pk: [[predicate_test(p) for p in when] for when in whens] for pk, whens in self.follows.items()}
+        self.conditions = {k: [(OPS[c.op], c.field, c.unless and predicate_test(c.unless), c.why)
+                               for c in conditions_of(k)] for k in KINDS}
+        self.updates = {k: [(f, sum(t for t in terms(u[k]) if isinstance(t, int)), "value" in terms(u[k]),
+                             [t for t in terms(u[k]) if isinstance(t, str) and t != "value"])
+                            for f, u in UPDATES.items() if k in u] for k in KINDS}
+        self.joins = ENSEMBLE[0], predicate_test(ENSEMBLE[1])
+        self.prev = START
+        self.state = SimpleNamespace(**initial(bar_len), ensemble=np.zeros(n_instruments, dtype=bool))
+
+    def refusal(self, kind: str, value: int) -> str | None:
+        """None where a word of ``kind`` and ``value`` may come next, else the rule it breaks."""
+        s, prev = self.state, self.prev
+        tests = self.tests.get((prev, kind))
+        if tests is None:
+            may = sorted({k for (p, k) in self.follows if p == prev}, key=KINDS.index)
+            return f"{kind} cannot follow {prev} (after {prev} comes {' or '.join(may) or 'nothing'})"
+        if not any(all(op(getattr(s, f), c) for f, op, c in when) for when in tests):
+            needs = " or ".join(", ".join(PREDICATES[p][3] for p in when) for when in self.follows[prev, kind])
+            return f"{kind} after {prev} needs: {needs}"
+        for op, field, unless, why in self.conditions[kind]:
+            if not op(value, getattr(s, field)) and not (unless and unless[1](getattr(s, unless[0]), unless[2])):
+                return why
+        return None
+
+    def step(self, kind: str, value: int) -> None:
+        s = self.state
+        join_kind, (field, op, constant) = self.joins
+        if kind == join_kind and op(getattr(s, field), constant):
+            s.ensemble[value] = True
+        new = [(f, c + (value if v else 0) + sum(getattr(s, t) for t in add))
+               for f, c, v, add in self.updates[kind]]  # all from the old state
+        for f, x in new:
+            setattr(s, f, x)
+        s.prev = PREV_KINDS.index(kind)
+        self.prev = kind
+
+
+def markdown() -> str:
+    """The tables as markdown (docs/words.md holds this text; a test keeps them the same)."""
+    lines = ["| word | may follow | when | views | why |", "|---|---|---|---|---|"]
+    for r in RULES:
+        lines.append(f"| {' / '.join(r.words)} | {', '.join(r.after)} | {', '.join(r.when)} | "
+                     f"{', '.join(r.views)} | {r.why} |")
+    lines += ["", "| predicate | test | meaning |", "|---|---|---|"]
+    lines += [f"| {name} | {f} {op} {c} | {meaning} |" for name, (f, op, c, meaning) in PREDICATES.items()]
+    lines += ["", "| word | condition on its value | unless | why |", "|---|---|---|---|"]
+    lines += [f"| {c.kind} | value {c.op} {c.field} | {c.unless or ''} | {c.why} |" for c in CONDITIONS.values()]
+    lines += ["", "| field | changed by |", "|---|---|"]
+    for f, ups in UPDATES.items():
+        said = "; ".join(f"{k}: {' + '.join(str(t) for t in terms(u))}" for k, u in ups.items())
+        lines.append(f"| {f} | {said} |")
+    lines.append(f"| ensemble | {ENSEMBLE[0]}: adds value, where {ENSEMBLE[1]} |")
+    return "\n".join(lines) + "\n"
