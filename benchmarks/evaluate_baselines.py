@@ -73,20 +73,25 @@ def run(cmd: list[str], log: Path) -> None:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{tail}")
 
 
-def train(corpus: str, model: str, minutes: float, out: Path, reuse: bool) -> dict:
-    """``python train.py`` under a wall-clock budget; returns its metrics.json (+ seconds taken)."""
-    run_dir = out / corpus / model
+def train(corpus: str, model: str, minutes: float, out: Path, reuse: bool,
+          overrides: tuple[str, ...] = (), name: str | None = None) -> dict:
+    """``python train.py`` under a wall-clock budget; returns its metrics.json (+ seconds taken).
+
+    ``overrides`` are extra train.py arguments (e.g. ``data.view=tracks``); ``name`` names the run folder.
+    """
+    run_dir = out / corpus / (name or model)
     metrics_path = run_dir / "metrics.json"
     if reuse and metrics_path.is_file():
         print(f"  {model}: reusing {run_dir}", flush=True)
         return {**json.loads(metrics_path.read_text()), "reused": True}
     budget = time.strftime("00:%H:%M:%S", time.gmtime(round(minutes * 60)))
-    print(f"  {model}: training for {budget} ...", flush=True)
+    print(f"  {name or model}: training for {budget} ...", flush=True)
     t0 = time.perf_counter()
     run([sys.executable, "train.py", "data=default", f"data.session={corpus}",
          "experiment=original_baseline" if model == "original" else f"model={model}",
          "trainer=cpu", "logger=csv", f"trainer.max_time={budget}", "trainer.min_epochs=0", "trainer.max_epochs=1000",
-         "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"],
+         "callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}",
+         *overrides],
         run_dir.with_suffix(".log"))
     metrics = json.loads(metrics_path.read_text())
     metrics["seconds"] = time.perf_counter() - t0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import groupby
+
 import torch
 
 NUCLEUS_GUESS = 32  # candidates searched for the top-p nucleus before sorting whole rows
@@ -42,18 +44,31 @@ def candidates(
     return probs, order
 
 
+def uniforms(rows: int, width: int, generator, device) -> torch.Tensor:
+    """(rows, width) uniform numbers from one generator, or from a list of one per row.
+
+    In a list, consecutive rows that share a generator draw together, in row order, exactly
+    as a batch of just those rows draws from its own generator: so a request batched beside
+    others (``serve.py``) gets the words it would get alone.
+    """
+    if isinstance(generator, torch.Generator):
+        return torch.rand(rows, width, generator=generator, device=device)
+    return torch.cat([torch.rand(len(list(same)), width, generator=g, device=device)
+                      for g, same in groupby(generator)])
+
+
 def choose(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator) -> torch.Tensor:
     """One word per row: greedy when ``temperature <= 0``, else a filtered random draw.
 
     ``torch.multinomial`` cost more than the LSTM step at batch 64 on a CPU, so the draw is
     done by hand: Gumbel-max over all words, or the inverse CDF over sorted candidates
     (clamped to the last one with weight, so float rounding can never pick a masked word).
+    ``generator``: one for the batch, or one per row (:func:`uniforms`).
     """
     if temperature <= 0:
         return logits.argmax(-1)
     weights, order = candidates(logits, temperature, top_k, top_p)
-    u = torch.rand(weights.shape[0], 1 if order is not None else weights.shape[1],
-                   generator=generator, device=weights.device)
+    u = uniforms(weights.shape[0], 1 if order is not None else weights.shape[1], generator, weights.device)
     if order is None:
         return (weights.log() - (-u.clamp_min(1e-20).log()).log()).argmax(-1)
     cdf = weights.cumsum(-1)

@@ -21,12 +21,15 @@ def generate(
     top_p: float = 1.0,
     seed: int = 0,
     max_bar_words: int = MAX_BAR_WORDS,
+    generators: list[torch.Generator] | None = None,
 ) -> list[list[list[int]]]:
     """Continue every prompt ``num_samples`` times by ``bars`` bars, all rows in one batch.
 
     Each prompt must end with the header of the first bar to write (``bar`` [``ts``]).
     Returns ``[sample][prompt] -> generated word ids`` (prompt and final ``bar`` excluded).
     Rows that finish leave the batch, so a long row never makes short ones pay.
+    ``generators`` (instead of ``seed``): one per prompt, prompts of one request sharing one,
+    so each request's words do not depend on what else is in the batch (the server's batches).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -46,7 +49,10 @@ def generate(
     target = int(bars) + int(s.bars.max()) - 1
     if not bool((s.bars == s.bars[0]).all()):
         raise ValueError("all prompts must hold the same number of bars")
-    generator = torch.Generator(device=device).manual_seed(int(seed))
+    if generators is None:
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+    else:
+        generator = [generators[r % len(prompts)] for r in range(n_rows)]
     active = torch.arange(n_rows, device=device)
     out: list[list[int]] = [[] for _ in range(n_rows)]
     steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (rows, words, kept)
@@ -61,6 +67,8 @@ def generate(
             if not bool(keep.any()):
                 break
             active, token = active[keep], token[keep]
+            if generators is not None:
+                generator = [g for g, k in zip(generator, keep.tolist(), strict=True) if k]
             s = s.map(lambda t: t[keep])  # noqa: B023 (used at once)
             state = (state[0][:, keep], state[1][:, keep])
         logits, state = model.step(token, state)
