@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean browser
 
 # the core install, all the demo needs; torch first: the CPU wheel, so a looser requirement
 # does not pull the CUDA build
@@ -30,13 +30,18 @@ demo: setup
 	$(PY) encode.py dataset=bach_chorales
 	rm -rf $(DEMO)/run
 	$(PY) train.py experiment=demo hydra.run.dir=$(DEMO)/run
-	$(PY) sample.py ckpt_path=$(DEMO)/run num_samples=4 bars=16 seed=1 out_dir=$(DEMO)/samples
-	@echo "demo done: samples (MIDI + piano rolls) in $(DEMO)/samples, training run in $(DEMO)/run"
+	$(PY) sample.py ckpt_path=$(DEMO)/run num_samples=4 bars=16 seed=1 out_dir=$(DEMO)/samples render.audio=true
+	@echo "demo done: open $(DEMO)/samples/index.html (piano rolls, audio, MIDI, statistics); training run in $(DEMO)/run"
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .
 
-test: lint
+# the page tests drive a real headless browser: Debian's chromium (we run as root). Audio needs
+# no system package (midirenderer + pretty_midi's soundfont come from pip), so no fluidsynth.
+browser:
+	@test -x /usr/bin/chromium || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+
+test: lint browser
 	$(PY) -m pytest -q -n 2 --durations=10
 
 clean:

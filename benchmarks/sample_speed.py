@@ -1,4 +1,5 @@
-"""Words per second of batched, grammar-constrained generation against the original sampling loop.
+"""Words per second of batched, grammar-constrained generation against the original sampling loop,
+in the tracks view and the score view.
 
     python benchmarks/sample_speed.py [--samples 64] [--bars 8] [--repeats 3] [--ckpt PATH] [--threads N]
 
@@ -9,6 +10,11 @@ sampler steps ``--samples`` rows together with the grammar mask, top-p filtering
 draw all in torch (``deeporb.generation.loop.generate``). Both run on the same model (lstm_small:
 2 x 256, random weights unless ``--ckpt`` is given) in this one process, in alternating
 rounds so that a busy machine slows both alike; the best round of each is reported.
+
+The score view writes a whole ensemble in one row (``<bos> inst_A inst_B ... bar ts ...``,
+every part named, each made to play at least once, as ``sample.py instruments=[...]`` does);
+its rows are timed beside the tracks view's one-row-per-part batches, and a 16-bar 4-part
+piece is timed both ways (4 rows of one part, or 1 row of four).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from report import machine, write_section  # noqa: E402
 from deeporb.checkpoints import facts, load_generator  # noqa: E402
 from deeporb.encoding.words import BOS, EncodingConfig, Vocabulary  # noqa: E402
 from deeporb.generation.loop import generate  # noqa: E402
-from deeporb.generation.prompts import build_prompts  # noqa: E402
+from deeporb.generation.prompts import build_prompts, score_prompt  # noqa: E402
 from deeporb.model import LSTMGenerator  # noqa: E402
 
 INSTRUMENTS = ("acoustic_bass", "acoustic_grand_piano", "drums", "violin")
@@ -67,6 +73,24 @@ def batched(model, key: str, samples: int, bars: int, top_k: int, top_p: float, 
     return sum(len(r) for sample in rows for r in sample), time.perf_counter() - t0
 
 
+def score(model, samples: int, bars: int, top_k: int, top_p: float, seed: int) -> tuple[int, float]:
+    """``samples`` score rows (all of the model's parts, each made to play) of ``bars`` bars."""
+    t0 = time.perf_counter()
+    parts = list(model.vocab.instruments)
+    prompt = score_prompt(model.vocab, parts, facts(model).meter(), None)
+    rows = generate(model, [prompt], samples, bars, temperature=1.0, top_k=top_k, top_p=top_p, seed=seed,
+                    view="score", ensembles=[parts])
+    return sum(len(r) for sample in rows for r in sample), time.perf_counter() - t0
+
+
+def piece_tracks(model, bars: int, top_k: int, seed: int) -> tuple[int, float]:
+    """One piece of every part in the tracks view: a row per part, in one batch."""
+    t0 = time.perf_counter()
+    prompts = build_prompts(model.vocab, list(model.vocab.instruments), facts(model).meter(), None)
+    rows = generate(model, prompts, 1, bars, temperature=1.0, top_k=top_k, top_p=1.0, seed=seed)
+    return sum(len(r) for sample in rows for r in sample), time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=64)
@@ -89,6 +113,12 @@ def main() -> None:
         (f"batched, top-{k}", 16, lambda r: batched(model, key, 16, args.bars, k, 1.0, r)),
         (f"batched, top-{k}", n, lambda r: batched(model, key, n, args.bars, k, 1.0, r)),
         ("batched, top-p 0.95 (sample.py default)", n, lambda r: batched(model, key, n, args.bars, 0, 0.95, r)),
+        (f"score view, top-{k}", 1, lambda r: score(model, 1, args.bars, k, 1.0, r)),
+        (f"score view, top-{k}", 16, lambda r: score(model, 16, args.bars, k, 1.0, r)),
+        (f"score view, top-{k}", n, lambda r: score(model, n, args.bars, k, 1.0, r)),
+        ("score view, top-p 0.95", n, lambda r: score(model, n, args.bars, 0, 0.95, r)),
+        (f"tracks view, one piece of {len(model.vocab.instruments)} parts, top-{k}",
+         len(model.vocab.instruments), lambda r: piece_tracks(model, args.bars, k, r)),
     ]
     for _, _, run in runs:  # warm-up: first calls allocate and initialise kernels
         run(99)
@@ -99,6 +129,8 @@ def main() -> None:
             if best[i] is None or words / seconds > best[i][0] / best[i][1]:
                 best[i] = (words, seconds)
     base_rate = best[0][0] / best[0][1]
+    parts = len(model.vocab.instruments)
+    piece_score, piece_tracks_s = best[5][1], best[-1][1]
     rows = []
     for (name, batch, _), (words, seconds) in zip(runs, best, strict=True):
         rate = words / seconds
@@ -127,6 +159,11 @@ def main() -> None:
         "| sampler | batch | words | seconds | words/s | vs original |",
         "|---|---:|---:|---:|---:|---:|",
         *rows,
+        "",
+        f"One {args.bars}-bar piece of {parts} parts ({', '.join(model.vocab.instruments)}): "
+        f"**{piece_score:.3f} s** in the score view (one row), {piece_tracks_s:.3f} s in the tracks view "
+        f"({parts} rows in one batch). Random weights write different numbers of words per bar in each "
+        "view, so compare words/s; a score row is one sequence, so it runs at the batch-1 rate.",
     ])
     print(markdown)
     if not args.no_write:

@@ -106,7 +106,7 @@ def trainer_loop(cfg, dm, batches: list[dict], warmup: int, out: Path) -> float:
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             marks["end"] = time.perf_counter()
 
-    kept = {name: c for name, c in cfg.callbacks.items() if name not in ("model_checkpoint", "early_stopping")}
+    kept = {name: c for name, c in cfg.callbacks.items() if name not in ("model_checkpoint", "early_stopping", "samples")}
     model = fresh_model(cfg, dm)
     trainer = instantiate(
         cfg.trainer,

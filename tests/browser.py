@@ -69,7 +69,8 @@ def open_page(target: str | Path, wait: str | None = None, timeout_s: float = 15
 
     ``wait``: a JavaScript function (as text) that must return true before the page is
     handed over (e.g. ``MEDIA_SETTLED``). The page collects what went wrong in
-    ``page.errors``: console errors, uncaught exceptions and failed requests.
+    ``page.errors``: console errors, uncaught exceptions and failed requests (but a
+    player's own abort once it has read enough).
     """
     from playwright.sync_api import sync_playwright
 
@@ -82,13 +83,19 @@ def open_page(target: str | Path, wait: str | None = None, timeout_s: float = 15
             page.errors = []
             page.on("console", lambda m: m.type == "error" and page.errors.append(f"console: {m.text}"))
             page.on("pageerror", lambda e: page.errors.append(f"page: {e}"))
-            page.on("requestfailed", lambda r: page.errors.append(f"request: {r.url} {r.failure}"))
+            page.on("requestfailed", lambda r: _aborted_media(r) or page.errors.append(f"request: {r.url} {r.failure}"))
             page.goto(url, wait_until="load")
             if wait:
                 page.wait_for_function(wait, timeout=timeout_s * 1000)
             yield page
         finally:
             browser.close()
+
+
+def _aborted_media(request) -> bool:
+    """A player that stops fetching once it has what it needs (``preload="metadata"``) aborts
+    its request: normal, not an error; a missing file fails with ERR_FILE_NOT_FOUND instead."""
+    return request.resource_type == "media" and request.failure == "net::ERR_ABORTED"
 
 
 def media_report(page) -> list[dict]:

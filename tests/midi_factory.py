@@ -7,6 +7,7 @@ the same tick, as real files have it (miditoolkit writes the off first, leaving 
 from pathlib import Path
 
 import mido
+import numpy as np
 
 
 def make_midi(
@@ -46,3 +47,50 @@ def _track(events) -> mido.MidiTrack:
 
 def scale(start=0, step=480, pitches=(60, 62, 64, 65, 67), velocity=90):
     return [(start + i * step, start + (i + 1) * step, p, velocity) for i, p in enumerate(pitches)]
+
+
+BAR = 4 * 480  # one 4/4 bar at 480 ticks per quarter
+CHORDS = ((0, 4, 7), (7, 11, 14), (9, 12, 16), (5, 9, 12))  # I V vi IV, semitones above the key
+
+
+def pop_songs(folder: Path, count: int, bars: int = 8, seed: int = 0) -> list[Path]:
+    """``count`` short songs shaped like the pop corpus of issue 14, named parts ``melody``
+    (flute), ``bridge`` (strings) and ``piano``; one song's shape is drawn from ``seed`` + its
+    index, so a corpus is the same on every run.
+
+    Over ``bars`` bars of 4/4 (I V vi IV in one of five keys): the piano plays two chords a bar
+    throughout, the melody enters after an intro of 0, 2, 3 or 4 bars (weights 1:2:2:1) while
+    the piano plays, and the bridge holds a whole note per bar in the second half, or from the
+    start in one song in three. One song in three first opens with 1 to 3 bars in which no
+    part plays, and one in six carries a single 1/4 time-signature event although the music is
+    in 4/4 (as most files of that corpus do).
+    """
+    paths = []
+    for i in range(count):
+        rng = np.random.default_rng(seed + i)
+        key = 60 + int(rng.choice([0, 2, 5, 7, -3]))
+        lead = int(rng.integers(1, 4)) if rng.random() < 1 / 3 else 0
+        intro = int(rng.choice([0, 2, 3, 4], p=[1 / 6, 1 / 3, 1 / 3, 1 / 6]))
+        bridge_from = 0 if rng.random() < 1 / 3 else bars // 2
+        meter = ((0, 1, 4),) if rng.random() < 1 / 6 else ((0, 4, 4),)
+        piano, melody, bridge = [], [], []
+        for b in range(bars):
+            t0 = (lead + b) * BAR
+            chord = CHORDS[b % 4]
+            for half in (0, 2 * 480):
+                piano += [(t0 + half, t0 + half + 2 * 480, key - 12 + c, 70) for c in chord]
+            if b >= bridge_from:
+                bridge.append((t0, t0 + BAR, key + chord[1], 60))
+            if b >= intro:
+                t = t0
+                for length in rng.choice([480, 960, 240, 240], size=8):
+                    if t + length > t0 + BAR:
+                        break
+                    pitch = key + 12 + int(rng.choice([chord[0], chord[1], chord[2], chord[0] + 2]))
+                    melody.append((t, t + int(length), pitch, 90))
+                    t += int(length)
+        tracks = [{"name": "melody", "program": 73, "notes": melody},
+                  {"name": "bridge", "program": 48, "notes": bridge},
+                  {"name": "piano", "program": 0, "notes": piano}]
+        paths.append(make_midi(folder / f"song{i:03d}.mid", tracks, time_signatures=meter))
+    return paths

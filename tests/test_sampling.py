@@ -37,6 +37,7 @@ from deeporb.encoding.words import (
     quantize,
 )
 from deeporb.errors import UserError
+from deeporb.generation.compose import tidy_notes
 from deeporb.generation.draw import candidates, choose
 from deeporb.generation.loop import generate
 from deeporb.generation.masks import Grammar
@@ -44,7 +45,7 @@ from deeporb.generation.prompts import build_prompts, load_primer
 from deeporb.instruments import program_key
 from deeporb.midi import read_midi
 from deeporb.model import LSTMGenerator
-from deeporb.stages.sample import RenderConfig, SampleConfig, sample, tidy_notes
+from deeporb.stages.sample import RenderConfig, SampleConfig, sample
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("acoustic_bass", "acoustic_grand_piano", "drums")
@@ -458,18 +459,18 @@ def test_unknown_instrument_and_bad_settings(model, tmp_path):
 
 def test_audio_without_fluidsynth_fails_before_generating(model, tmp_path):
     with pytest.raises(UserError, match="no-such-fluidsynth.*not installed"):
-        no_tool = RenderConfig(audio=True, fluidsynth="no-such-fluidsynth")
+        no_tool = RenderConfig(audio=True, synth="fluidsynth", fluidsynth="no-such-fluidsynth")
         sample(SampleConfig(out_dir=tmp_path / "o", render=no_tool), model=model)
     assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="fluidsynth is not installed")
 def test_sample_writes_wav_with_fluidsynth(model, tmp_path):
-    from deeporb.render import DEFAULT_SOUNDFONTS
+    from deeporb.render.audio import DEFAULT_SOUNDFONTS
 
     if not any(Path(p).is_file() for p in DEFAULT_SOUNDFONTS):
         pytest.skip("no General MIDI soundfont installed")
-    r = sample(SampleConfig(out_dir=tmp_path, num_samples=1, bars=1, seed=0, render=RenderConfig(audio=True)), model=model)[0]
+    r = sample(SampleConfig(out_dir=tmp_path, num_samples=1, bars=1, seed=0, render=RenderConfig(audio=True, synth="fluidsynth")), model=model)[0]
     assert r.wav is not None and r.wav.stat().st_size > 10_000 and r.png.is_file()
 
 

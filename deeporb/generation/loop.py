@@ -1,4 +1,8 @@
-"""The batched generation loop: every row steps together, one word at a time, state carried."""
+"""The batched generation loop: every row steps together, one word at a time, state carried.
+
+:func:`generate` writes bars after prompts that end at a bar header; :func:`draw_header`
+lets the model write what a prompt leaves open before that: the style, the ensemble.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,21 @@ import math
 import torch
 
 from deeporb.generation.draw import choose
-from deeporb.generation.masks import MAX_BAR_WORDS, Grammar, GrammarState
+from deeporb.generation.masks import MAX_BAR_WORDS, PLACE_WORDS, Grammar, GrammarState
+
+
+def _read_prompts(model, grammar: Grammar, prompts: list[list[int]], bar_len: int):
+    """One forward per distinct prompt -> (grammar state, LSTM state, last logits), one row each."""
+    device = grammar.device
+    seen: dict[tuple[int, ...], tuple] = {}
+    for prompt in prompts:
+        if tuple(prompt) not in seen:
+            logits, (h, c) = model(torch.tensor([prompt], device=device))
+            seen[tuple(prompt)] = (grammar.state_after(prompt, bar_len), h, c, logits[:, -1])
+    rows = [seen[tuple(p)] for p in prompts]
+    state = GrammarState.cat([r[0] for r in rows])
+    lstm = (torch.cat([r[1] for r in rows], 1), torch.cat([r[2] for r in rows], 1))
+    return state, lstm, torch.cat([r[3] for r in rows])
 
 
 @torch.inference_mode()
@@ -21,34 +39,42 @@ def generate(
     top_p: float = 1.0,
     seed: int = 0,
     max_bar_words: int = MAX_BAR_WORDS,
+    view: str = "tracks",
+    min_bars: int | None = None,
+    ensembles: list[list[str] | None] | None = None,
     generators: list[torch.Generator] | None = None,
 ) -> list[list[list[int]]]:
-    """Continue every prompt ``num_samples`` times by ``bars`` bars, all rows in one batch.
+    """Continue every prompt ``num_samples`` times by up to ``bars`` bars, all rows in one batch.
 
-    Each prompt must end with the header of the first bar to write (``bar`` [``ts``]).
-    Returns ``[sample][prompt] -> generated word ids`` (prompt and final ``bar`` excluded).
-    Rows that finish leave the batch, so a long row never makes short ones pay.
+    Each prompt must end with the header of the first bar to write (``bar`` [``ts``]), and all
+    prompts must hold the same number of bars. A row may end with ``<eos>`` once it has written
+    ``min_bars`` bars (default ``bars``: never early). ``ensembles[j]`` (score view) names the
+    parts that play after prompt ``j``, each at least once (None: the header's, none required).
+    Returns ``[sample][prompt] -> generated word ids`` (prompt and final ``bar``/``<eos>``
+    excluded). Rows that finish leave the batch, so a long row never makes short ones pay.
     ``generators`` (instead of ``seed``): one per prompt, prompts of one request sharing one,
-    so each request's words do not depend on what else is in the batch (the server's batches).
+    so each request's words do not depend on what else is in the batch (serve.py's batches).
     """
     model.eval()
     device = next(model.parameters()).device
-    grammar = Grammar(model.vocab, max_bar_words, device=device)
-    default_len = model.vocab.config.bar_steps(4, 4)
-    states, hs, cs, last = [], [], [], []
-    for prompt in prompts:  # prompts differ in length: one forward each, then tile over samples
-        logits, (h, c) = model(torch.tensor([prompt], device=device))
-        states.append(grammar.state_after(prompt, default_len))
-        hs.append(h)
-        cs.append(c)
-        last.append(logits[:, -1])
+    vocab = model.vocab
+    grammar = Grammar(vocab, max_bar_words, device=device, view=view)
+    s, state, logits = _read_prompts(model, grammar, prompts, vocab.config.bar_steps(4, 4))
+    if not any(ensembles or ()):  # nothing required: a zero-width set skips the policy's work per step
+        s.required = s.required[:, :0]
+    for j, parts in enumerate(ensembles or ()):
+        if parts is not None:
+            named = torch.zeros(len(vocab.instruments), dtype=torch.bool, device=device)
+            named[[vocab.instruments.index(k) for k in parts]] = True
+            s.ensemble[j], s.required[j] = named, named
     n_rows = num_samples * len(prompts)
-    s = GrammarState.cat(states).repeat(num_samples)
-    state = (torch.cat(hs, 1).repeat(1, num_samples, 1), torch.cat(cs, 1).repeat(1, num_samples, 1))
-    logits = torch.cat(last).repeat(num_samples, 1)
-    target = int(bars) + int(s.bars.max()) - 1
+    s = s.repeat(num_samples)
+    state = (state[0].repeat(1, num_samples, 1), state[1].repeat(1, num_samples, 1))
+    logits = logits.repeat(num_samples, 1)
     if not bool((s.bars == s.bars[0]).all()):
         raise ValueError("all prompts must hold the same number of bars")
+    target = int(bars) + int(s.bars[0]) - 1
+    min_target = target if min_bars is None else min(int(min_bars), int(bars)) + int(s.bars[0]) - 1
     if generators is None:
         generator = torch.Generator(device=device).manual_seed(int(seed))
     else:
@@ -56,9 +82,9 @@ def generate(
     active = torch.arange(n_rows, device=device)
     out: list[list[int]] = [[] for _ in range(n_rows)]
     steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (rows, words, kept)
-    max_steps = (bars + 1) * (max_bar_words + 4)
+    max_steps = (bars + 1) * (max_bar_words + 4) + PLACE_WORDS * len(vocab.instruments)
     for _ in range(max_steps):
-        allowed = grammar.mask(s, target)
+        allowed = grammar.mask(s, target, min_target)
         token = choose(logits.masked_fill(~allowed, -math.inf), temperature, top_k, top_p, generator)
         finished = grammar.advance(s, token, target)
         keep = ~finished
@@ -79,3 +105,54 @@ def generate(
             out[r].append(t)
     k = len(prompts)
     return [[out[i * k + j] for j in range(k)] for i in range(num_samples)]
+
+
+@torch.inference_mode()
+def draw_header(
+    model,
+    prefix: list[int],
+    rows: int,
+    style: bool,
+    ensemble: bool,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    view: str = "score",
+) -> list[list[int]]:
+    """The header words the model writes after ``prefix`` (``<bos>`` [``style_S``]), ``rows`` times.
+
+    ``style``: first a ``style_`` word (the prefix has none). ``ensemble``: then ``inst_`` words,
+    ascending as the grammar has them, until the model writes ``bar`` (not returned). The draw
+    uses the sampling settings, so the model picks styles and ensembles as often as it learned.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    vocab = model.vocab
+    grammar = Grammar(vocab, device=device, view=view)
+    s, state, logits = _read_prompts(model, grammar, [prefix], vocab.config.bar_steps(4, 4))
+    s = s.repeat(rows)
+    state = (state[0].repeat(1, rows, 1), state[1].repeat(1, rows, 1))
+    logits = logits.repeat(rows, 1)
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    out: list[list[int]] = [[] for _ in range(rows)]
+    a, b = vocab.blocks["style"]
+    for step in range(len(vocab.instruments) + 2):
+        allowed = grammar.mask(s, 0, min_target=1)  # the header: no <eos>, the first bar ends it
+        allowed[s.done] = False
+        allowed[:, grammar.pad_id] = s.done  # finished rows wait on <pad>
+        if step == 0 and style:
+            allowed[:, :a] = False
+            allowed[:, b:] = False
+        token = choose(logits.masked_fill(~allowed, -math.inf), temperature, top_k, top_p, generator)
+        done = s.done.clone()
+        grammar.advance(s, token, 0)
+        for r in torch.nonzero(~done)[:, 0].tolist():
+            if int(token[r]) != grammar.bar_id:
+                out[r].append(int(token[r]))
+        if not ensemble and step == 0:
+            return out
+        if bool(s.done.all()):
+            return out
+        logits, state = model.step(token, state)
+    raise RuntimeError("the header did not end (grammar bug)")

@@ -7,9 +7,10 @@ Nothing here restates the grammar; every table below is built from its data once
 * how the state moves: ``UPDATES`` are sums of fields, the word's value and constants, so a
   word's update is a matrix and a vector, and a step is one batched product.
 
-The sampler only adds policy: when a row stops, how long a bar may grow, and that time
-signatures come from the prompt. Per step this is a few dozen small tensor operations
-whatever the batch, so one row (a score) pays little beyond its network step.
+The sampler only adds policy: when a row stops (or may end), how long a bar may grow, that
+time signatures come from the prompt, and in the score view that the parts a user named each
+play (:meth:`Grammar.mask`). Per step this is a few dozen small tensor operations whatever
+the batch, so one row (a score) pays little beyond its network step.
 """
 
 from __future__ import annotations
@@ -37,17 +38,21 @@ from deeporb.encoding.words import BAR, EOS, PAD, Vocabulary
 MAX_BAR_WORDS = 512  # words one generated bar may hold before only `bar` is allowed
 COLUMNS = (*FIELDS, "bar_words")  # the grammar's integer fields, then the sampler's words in this bar
 POLICY = ("room", "may_stop")  # the sampler's own flags, after the grammar's predicates
+PLACE_WORDS = 5  # words that place one more part in a bar: pos, inst, vel, pitch, dur
 TABLE_BUDGET = 1 << 22  # entries of one condition lookup table (neighbouring blocks share one)
 
 
 @dataclass
 class GrammarState:
     """Per-row state: ``values`` (B, len(COLUMNS)) holds the grammar's integer fields and
-    ``bar_words``; ``ensemble`` (B, instruments) the parts the header named; ``done`` (B,).
-    A field reads as a (B,) column: ``state.bars``."""
+    ``bar_words``; ``ensemble`` (B, instruments) the parts the header named (the parts that
+    may play); ``required`` (B, instruments) the parts that must still play before the row
+    may end (sampler policy, score view); ``done`` (B,). A field reads as a (B,) column:
+    ``state.bars``."""
 
     values: torch.Tensor
     ensemble: torch.Tensor
+    required: torch.Tensor
     done: torch.Tensor
 
     def __getattr__(self, name: str) -> torch.Tensor:
@@ -62,28 +67,38 @@ class GrammarState:
         start = {**initial(bar_len), "bar_words": 0}
         values = torch.tensor([[start[c] for c in COLUMNS]] * batch, dtype=torch.long, device=device)
         ensemble = torch.zeros(batch, instruments, dtype=torch.bool, device=device)
-        return cls(values, ensemble, torch.zeros(batch, dtype=torch.bool, device=device))
+        return cls(values, ensemble, ensemble.clone(), torch.zeros(batch, dtype=torch.bool, device=device))
 
     def map(self, fn) -> GrammarState:
-        return GrammarState(fn(self.values), fn(self.ensemble), fn(self.done))
+        return GrammarState(fn(self.values), fn(self.ensemble), fn(self.required), fn(self.done))
 
     def repeat(self, n: int) -> GrammarState:
         """The rows ``n`` times over (row order: all rows, then all rows again, ...)."""
-        return GrammarState(self.values.repeat(n, 1), self.ensemble.repeat(n, 1), self.done.repeat(n))
+        return self.map(lambda t: t.repeat(n, *([1] * (t.dim() - 1))))
 
     @classmethod
     def cat(cls, states: list[GrammarState]) -> GrammarState:
-        return cls(*(torch.cat([getattr(s, f) for s in states]) for f in ("values", "ensemble", "done")))
+        return cls(*(torch.cat([getattr(s, f) for s in states]) for f in ("values", "ensemble", "required", "done")))
 
 
 class Grammar:
     """What may follow what, so every row decodes (``decode_words``/``decode_score``, strict).
 
-    Policy on top of the grammar: a row stops at the ``bar`` (or ``<eos>``) that would open
-    bar ``target + 1``; ``<eos>`` is refused before that, so a sample is never shorter than
-    asked. A bar holding ``max_bar_words`` words may only be closed, which bounds the number
-    of steps. ``ts`` words only come from prompts. In the score view only the parts of the
-    header's ensemble may play (``GrammarState.ensemble``, one row of bools per sample).
+    Policy on top of the grammar: a row stops at the ``bar`` that would open bar ``target + 1``,
+    or at an ``<eos>``, which is refused before bar ``min_target`` (by default ``target``: a
+    sample is then never shorter than asked). A bar holding ``max_bar_words`` words may only
+    be closed, which bounds the number of steps. ``ts`` words only come from prompts. In the
+    score view only the parts of the header's ensemble may play (``GrammarState.ensemble``,
+    one row of bools per sample).
+
+    **Required parts** (``GrammarState.required``: the parts a user named, each to play at
+    least once) constrain only which ``inst_`` word stands and when a row may close, never a
+    pitch. A row with a part still to play may not end (no ``<eos>``; no closing ``bar`` in its
+    last bar); at the last onset of its last bar (``pos == bar_len - 1``) an ``inst_`` word may
+    name no part above the lowest one still to play, since parts come in ascending order and
+    no later onset is left. So every part still to play can always be placed: no row can reach
+    a dead end. A full last bar (``max_bar_words``) with parts still to play may name only
+    those parts, one note each, which bounds it by ``PLACE_WORDS`` words a part.
     """
 
     def __init__(
@@ -96,12 +111,11 @@ class Grammar:
         col = COLUMNS.index
         # predicates and policy flags: "column < threshold", flipped for ">="; bit i of the flags
         flags = [(f, op, c) for f, op, c, _ in PREDICATES.values()]
-        flags += [("bar_words", "<", max_bar_words), ("bars", ">=", None)]  # room, may_stop
+        flags += [("bar_words", "<", max_bar_words), ("bars", ">=", None)]  # room, may_stop (min_target)
         self.flag_cols = torch.tensor([col(f) for f, _, _ in flags], device=device)
         self.flag_flip = torch.tensor([op == ">=" for _, op, _ in flags], device=device)
         self.flag_bits = 2 ** torch.arange(len(flags), device=device)
         self.thresholds = torch.tensor([c or 0 for _, _, c in flags], device=device)
-        self.target = None
         self.table = self._kind_table(rules_for(view), (*PREDICATES, *POLICY)).to(device)
         self.prev_col, self.bars_col = col("prev"), col("bars")
         self._tabulate_conditions(values)
@@ -112,9 +126,11 @@ class Grammar:
         self.joins = joins.to(device)
         field, op, constant, _ = PREDICATES[ENSEMBLE[1]]
         self.join_when = (col(field), OPS[op], constant)
-        closes = torch.zeros(len(vocab), dtype=torch.bool)
-        closes[[self.bar_id, self.eos_id]] = True
-        self.closes = closes.to(device)
+        self.room_bit = len(PREDICATES)  # index of the "room" flag
+        self.pos_col, self.part_col, self.bar_len_col = col("pos"), col("part"), col("bar_len")
+        self.dur_kind = KINDS.index("dur")
+        self.inst_block, self.chord_blocks = vocab.blocks["inst"], (vocab.blocks["vel"], vocab.blocks["pitch"])
+        self.min_target = None
 
     def _kind_table(self, rules, flags: tuple[str, ...]) -> torch.Tensor:
         """(previous kind x flag combination, V) bool: the words whose kind may come next."""
@@ -236,12 +252,23 @@ class Grammar:
     def fresh(self, batch: int, bar_len: int) -> GrammarState:
         return GrammarState.fresh(batch, bar_len, len(self.vocab.instruments), self.device)
 
-    def mask(self, s: GrammarState, target: int) -> torch.Tensor:
-        """(B, V) bool: the words each row may take next."""
-        if target != self.target:
-            self.target = target
-            self.thresholds[-1] = target
+    def mask(self, s: GrammarState, target: int, min_target: int | None = None) -> torch.Tensor:
+        """(B, V) bool: the words each row may take next (``<eos>`` from bar ``min_target`` on,
+        default ``target``)."""
+        min_target = target if min_target is None else min_target
+        if min_target != self.min_target:
+            self.min_target = min_target
+            self.thresholds[-1] = min_target
         bits = (s.values[:, self.flag_cols] < self.thresholds) != self.flag_flip
+        owing = None
+        if s.required.shape[1]:  # rows in their last bar with a part still to play
+            pending = s.required.any(1) & (s.values[:, self.bars_col] >= 1)
+            owing = pending & (s.values[:, self.bars_col] >= target)
+            if bool(pending.any()):
+                full = owing & ~bits[:, self.room_bit]
+                bits[:, self.room_bit] |= owing  # they may not close, so "only close" cannot hold
+            else:
+                owing = None
         row = bits.long() @ self.flag_bits + s.values[:, self.prev_col] * (2 ** len(self.flag_bits))
         allowed = self.table[row]
         if self.blocks:
@@ -255,18 +282,40 @@ class Grammar:
             if u is not None:
                 ok = ok | bits[:, u : u + 1]
             allowed[:, a:b] &= ok
+        if owing is not None:
+            self._require(s, allowed, pending, owing, full)
         allowed[:, self.pad_id] = s.done
         return allowed
+
+    def _require(self, s: GrammarState, allowed, pending, owing, full) -> None:
+        """The required-parts policy (see the class docstring), on rows with parts to play."""
+        allowed[:, self.eos_id] &= ~pending
+        allowed[:, self.bar_id] &= ~owing
+        a, b = self.inst_block
+        values = torch.arange(b - a, device=allowed.device)
+        lowest = torch.where(s.required, values, b - a).min(1).values  # lowest part still to play
+        last_onset = owing & (s.values[:, self.pos_col] == s.values[:, self.bar_len_col] - 1)
+        allowed[:, a:b] &= ~last_onset[:, None] | (values <= lowest[:, None])
+        if bool(full.any()):  # a full last bar: name a part still to play, one note each
+            allowed[:, a:b] &= ~full[:, None] | s.required
+            after_note = full & (s.values[:, self.prev_col] == self.dur_kind)
+            for c, d in self.chord_blocks:
+                allowed[:, c:d] &= ~after_note[:, None]
 
     def advance(self, s: GrammarState, token: torch.Tensor, target: int | None = None) -> torch.Tensor:
         """Update ``s`` in place with the chosen words (B,); return which rows just finished (B,)."""
         bars = s.values[:, self.bars_col]
-        finished = (
-            torch.zeros_like(s.done) if target is None else self.closes[token] & (bars >= target) & ~s.done
-        )
+        if target is None:
+            finished = torch.zeros_like(s.done)
+        else:
+            finished = (((token == self.bar_id) & (bars >= target)) | (token == self.eos_id)) & ~s.done
         if s.ensemble.shape[1]:
             column, op, constant = self.join_when
-            s.ensemble |= self.joins[token] & op(s.values[:, column : column + 1], constant)
+            joined = self.joins[token]
+            in_header = op(s.values[:, column : column + 1], constant)
+            s.ensemble |= joined & in_header
+            if s.required.shape[1]:
+                s.required &= ~(joined & ~in_header)  # a part named in the body plays there
         s.values = torch.bmm(self.update_matrix[token], s.values[:, :, None])[:, :, 0]
         s.values += self.update_offset[token]
         s.done |= finished

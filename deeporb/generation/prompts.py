@@ -1,7 +1,10 @@
 """Prompts and primers: bar headers, a primer's first bars, the words fed before the first draw.
 
-(The meter a sample without primer is written in is the checkpoint's:
-:meth:`deeporb.data.facts.SessionFacts.meter`.)
+A prompt is what a training row would hold before the bars to write: the header
+(``<bos> [style_S] inst_...``), the primer's bars, and the header of the first bar to write
+(``bar`` [``ts_N/D``]). The tracks view has one prompt per instrument (:func:`build_prompts`),
+the score view one for the ensemble (:func:`score_prompt`). (The meter a sample without
+primer is written in is the checkpoint's: :meth:`deeporb.data.facts.SessionFacts.meter`.)
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deeporb.encoding.words import BAR, BOS, EncodingConfig, Meter, Vocabulary, encode
+from deeporb.encoding.score import encode_score, quantize_parts
+from deeporb.encoding.words import BAR, EncodingConfig, GridNotes, Meter, Vocabulary, encode_ids
 from deeporb.errors import UserError
 from deeporb.instruments import instrument_key
 from deeporb.midi import MidiReadError, read_midi
@@ -33,25 +37,34 @@ def bar_grid(meter: Meter, nbars: int, config: EncodingConfig) -> tuple[np.ndarr
 
 def split_bars(words: list[str]) -> list[list[str]]:
     starts = [i for i, w in enumerate(words) if w == BAR]
-    return [words[a:b] for a, b in zip(starts, starts[1:] + [len(words)], strict=True)]
+    return [words[a:b] for a, b in zip(starts, [*starts[1:], len(words)][: len(starts)], strict=True)]
 
 
 @dataclass
 class Primer:
-    """The first bars of a primer MIDI, encoded per instrument the model knows."""
+    """The first bars of a primer MIDI, cut there and encoded per instrument the model knows."""
 
     path: Path
     bars: int  # primer bars used (fewer than asked when the file is shorter)
-    words: dict[str, list[str]]  # instrument -> words of those bars
-    meter: Meter
+    parts: dict[str, GridNotes]  # instrument -> its notes starting in those bars (grid steps)
+    words: dict[str, list[str]]  # instrument -> its words of those bars (the tracks view)
+    meter: Meter  # the primer's meter up to its end (changes later in the file are dropped)
     tempos: list[tuple[float, float]]
     end_step: int  # grid step where generation starts
     ignored: list[str] = field(default_factory=list)  # primer instruments the model does not know
 
 
 def load_primer(path: str | Path, vocab: Vocabulary, primer_bars: int, key_mode: str = "program") -> Primer:
-    """Read and encode a primer with the model's encoding config and instrument-key rule."""
+    """Read a primer and encode its first ``primer_bars`` bars with the model's encoding config
+    and instrument-key rule.
+
+    Only those bars are encoded: notes and time signatures past them are dropped first, so a
+    file with a huge delta time (a note a million bars in) costs what its first bars cost.
+    Anything wrong with the file is one :class:`UserError` naming it.
+    """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"primer {str(path)!r} is a folder; pass primer=FILE.mid (one MIDI file)")
     try:
         piece = read_midi(path)
     except MidiReadError as e:
@@ -70,28 +83,31 @@ def load_primer(path: str | Path, vocab: Vocabulary, primer_bars: int, key_mode:
             f"{', '.join(sorted(groups))}; the model knows {', '.join(vocab.instruments) or 'none'}"
         )
     config = vocab.config
-    meter = Meter.from_changes(list(piece.time_signatures), config)
-    encoded = {}
-    for key in known:
-        notes = {c: np.concatenate([t.notes[c] for t in groups[key]]) for c in ("onset", "duration", "pitch", "velocity")}
-        words, _ = encode(notes, piece.time_signatures, vocab)
-        encoded[key] = split_bars(words.split())
-    nbars = min(max(0, int(primer_bars)), max(len(b) for b in encoded.values()))
-    lines, headers = bar_grid(meter, nbars, config)
-    words = {}
-    for key, bars in encoded.items():
-        chosen = [bars[b] if b < len(bars) else headers[b] for b in range(nbars)]
-        words[key] = [w for bar in chosen for w in bar]
+    primer_bars = max(0, int(primer_bars))
+    horizon = (primer_bars + 1) * config.max_bar_quarters  # quarters: past the end of primer_bars bars
+    meter = Meter.from_changes([c for c in piece.time_signatures if c[0] < horizon], config)
+    lines, headers = bar_grid(meter, primer_bars, config)
+    last = max(float(t.notes["onset"].max()) for k in known for t in groups[k])
+    last_step = min(int(np.floor(last * config.resolution + 0.5)), int(lines[primer_bars]))
+    nbars = min(primer_bars, int(np.searchsorted(lines, last_step, side="right")))
     end_step = int(lines[nbars])
+    parts = quantize_parts([(k, t.notes) for k in known for t in groups[k]], config)
+    parts = {k: GridNotes(*(getattr(g, c)[g.onset < end_step] for c in ("onset", "duration", "pitch", "velocity_bin")))
+             for k, g in parts.items()}
+    words = {}
+    for key, grid in parts.items():
+        bars = split_bars(vocab.decode_ids(encode_ids(grid, meter, vocab)))
+        words[key] = [w for b in range(nbars) for w in (bars[b] if b < len(bars) else headers[b])]
     end_q = end_step / config.resolution
     tempos = [(q, qpm) for q, qpm in piece.tempos if q < end_q or q == 0]
-    return Primer(path, nbars, words, meter, tempos, end_step, sorted(set(groups) - set(known)))
+    return Primer(path, nbars, parts, words, meter, tempos, end_step, sorted(set(groups) - set(known)))
 
 
 def build_prompts(
-    vocab: Vocabulary, instruments: list[str], meter: Meter, primer: Primer | None
+    vocab: Vocabulary, instruments: list[str], meter: Meter, primer: Primer | None, style: str | None = None
 ) -> list[list[int]]:
-    """``<bos> inst_KEY`` + primer bars (empty bars for instruments it lacks) + next bar's header."""
+    """Tracks view: ``<bos> [style_S] inst_KEY`` + primer bars (empty bars for instruments it
+    lacks) + next bar's header, one prompt per instrument."""
     nbars = primer.bars if primer else 0
     _, headers = bar_grid(meter, nbars, vocab.config)
     prompts = []
@@ -99,6 +115,22 @@ def build_prompts(
         body = primer.words.get(key) if primer else None
         if body is None:
             body = [w for h in headers[:nbars] for w in h]
-        words = [BOS, f"inst_{key}", *body, *headers[nbars]]
-        prompts.append([int(i) for i in vocab.ids(words)])
+        ids = [*vocab.header_ids([key], style), *vocab.ids([*body, *headers[nbars]])]
+        prompts.append([int(i) for i in ids])
     return prompts
+
+
+def score_prompt(
+    vocab: Vocabulary, parts: list[str], meter: Meter, primer: Primer | None, style: str | None = None
+) -> list[int]:
+    """Score view: ``<bos> [style_S] inst_A inst_B ...`` (``parts`` and the primer's, ascending)
+    + the primer's bars, all its parts in one stream + next bar's header."""
+    nbars = primer.bars if primer else 0
+    _, headers = bar_grid(meter, nbars, vocab.config)
+    grids = dict(primer.parts) if primer else {}
+    empty = GridNotes.concat([])
+    grids.update({k: empty for k in parts if k not in grids})
+    ids = encode_score(grids, meter, vocab, style)[:-1].tolist()  # header + primer bars, no <eos>
+    written = ids.count(vocab.index[BAR])
+    ids += vocab.ids([w for h in headers[written:nbars + 1] for w in h]).tolist()
+    return ids

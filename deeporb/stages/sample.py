@@ -3,19 +3,15 @@
 :class:`SampleConfig` is the one home of every sampling setting and its default; Hydra
 composes ``sample.py``'s config from it (``configs/sample.yaml`` adds only Hydra's own
 settings) and Python callers build one. :func:`run` is what the app does; :func:`sample`
-loads, prompts (:mod:`deeporb.generation.prompts`), generates (:mod:`deeporb.generation.loop`)
-and writes the files; the rest of this module turns generated rows into MIDI tracks.
-
-Time signatures are fixed by the prompt (the primer's, else the checkpoint's commonest,
-:meth:`deeporb.data.facts.SessionFacts.meter`) and never sampled, so the tracks of one
-sample always share a meter. Every row decodes strictly: a failure is a sampler bug.
+loads the model and the primer, composes the pieces (:func:`deeporb.generation.compose.compose`:
+prompts, the batched loop, strict decoding, in either view) and writes the files.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +19,16 @@ from hydra.core.config_store import ConfigStore
 
 from deeporb.checkpoints import facts, load_generator
 from deeporb.data.facts import SessionFacts
-from deeporb.encoding.words import GridNotes, Meter, Vocabulary, decode_words, pitch_word
-from deeporb.errors import UserError
+from deeporb.encoding.words import pitch_word
 from deeporb.evaluation.compare import compare_samples, overlap_summary
 from deeporb.evaluation.music_stats import format_comparison
-from deeporb.generation.loop import generate
-from deeporb.generation.prompts import bar_grid, build_prompts, load_primer
+from deeporb.generation.compose import Settings, check_settings, compose, short_bar_warning
+from deeporb.generation.prompts import bar_grid, load_primer
 from deeporb.midi import Track, write_midi
 from deeporb.model import LSTMGenerator
-from deeporb.render import find_audio_tools, piano_roll, render_wav
+from deeporb.render.audio import BUILTIN_RATE, check_audio, render_wav
+from deeporb.render.page import PAGE, write_page
+from deeporb.render.roll import piano_roll
 
 # ---------------------------------------------------------------------------------------
 # the settings
@@ -42,10 +39,12 @@ class RenderConfig:
     """What is drawn and heard beside each ``sample_NNN.mid``."""
 
     piano_roll: bool = True  # sample_NNN.png
-    audio: bool = False  # sample_NNN.wav through FluidSynth
-    soundfont: str | None = None  # None: /usr/share/sounds/sf2/FluidR3_GM.sf2 or another standard place
-    fluidsynth: str = "fluidsynth"  # the FluidSynth program
-    sample_rate: int = 44100
+    audio: bool = False  # sample_NNN.wav
+    synth: str = "builtin"  # builtin (pip's midirenderer + TimGM6mb.sf2, no system package) or fluidsynth
+    soundfont: str | None = None  # a .sf2; None: TimGM6mb.sf2 (fluidsynth: a system GM soundfont first)
+    fluidsynth: str = "fluidsynth"  # the FluidSynth program (render.synth=fluidsynth)
+    sample_rate: int = BUILTIN_RATE  # Hz; the builtin synthesizer's own 48000 needs no resampling
+    page: bool = True  # index.html: every sample's piano roll, player, MIDI link and statistics
 
 
 @dataclass
@@ -54,12 +53,15 @@ class SampleConfig:
 
     ckpt_path: str | None = None  # a .ckpt file, or a training run folder (its best checkpoint, else last.ckpt)
     num_samples: int = 4  # samples generated together in one batch
-    bars: int = 16  # bars to generate (after the primer, when there is one)
+    bars: int = 16  # most bars to generate (after the primer, when there is one), in the meter's bars
+    min_bars: int | None = None  # score view: the model may end a piece (<eos>) from this bar on; null: = bars
     temperature: float = 1.0  # <= 0: greedy
     top_k: int = 0  # keep the k likeliest words (0: off)
     top_p: float = 0.95  # nucleus sampling (1.0: off)
     seed: int | None = None  # None: a fresh seed, recorded in samples.json and the PNG titles
-    instruments: list[str] | None = None  # instrument keys; None: the primer's known ones, else all the model knows
+    instruments: list[str] | None = None  # exactly these play (score view: each at least once); None: the
+    #   primer's known ones, else drawn by the model (score view) or all it knows (tracks view)
+    style: str | None = None  # a style of the checkpoint (multi-session training); None: the model draws one
     primer: str | None = None  # a MIDI file whose first bars start each instrument's part
     primer_bars: int = 4
     keep_primer: bool = True  # include the primer bars in the output
@@ -74,48 +76,7 @@ ConfigStore.instance().store(name="sample_schema", node=SampleConfig)
 
 
 # ---------------------------------------------------------------------------------------
-# from words to files
-
-
-def tidy_notes(grid: GridNotes) -> GridNotes:
-    """Shorten a note where the same pitch starts again before it ends; drop exact repeats.
-
-    Overlapping notes of one pitch on one channel are ambiguous in MIDI (which note-off ends
-    which note-on): players cut or hang them. The grammar allows repeats inside a chord (real
-    files have them), so they are dropped here; this also covers long notes overlapping a
-    later onset.
-    """
-    if len(grid) == 0:
-        return grid
-    order = np.lexsort((-grid.duration, grid.onset, grid.pitch))
-    on, dur, pitch, vel = (a[order].copy() for a in (grid.onset, grid.duration, grid.pitch, grid.velocity_bin))
-    same = pitch[1:] == pitch[:-1]
-    repeat = np.concatenate([[False], same & (on[1:] == on[:-1])])
-    on, dur, pitch, vel = on[~repeat], dur[~repeat], pitch[~repeat], vel[~repeat]
-    same = pitch[1:] == pitch[:-1]
-    gap = on[1:] - on[:-1]
-    cut = same & (on[:-1] + dur[:-1] > on[1:])
-    dur[:-1][cut] = gap[cut]
-    back = np.lexsort((vel, dur, pitch, on))
-    return GridNotes(on[back], dur[back], pitch[back], vel[back])
-
-
-def shift_meter(meter: Meter, step: int) -> Meter:
-    """The meter seen from grid step ``step`` on (which is a bar line)."""
-    i = int(np.searchsorted(meter.starts, step, side="right")) - 1
-    starts = [0] + [s - step for s in meter.starts[i + 1 :]]
-    return Meter(starts, [meter.signatures[i], *meter.signatures[i + 1 :]])
-
-
-def seconds_at(quarters: float, tempos: list[tuple[float, float]]) -> float:
-    """Quarter-note time -> seconds through a tempo map."""
-    total, q0, qpm = 0.0, 0.0, tempos[0][1] if tempos else 120.0
-    for q, t in tempos[1:]:
-        if q >= quarters:
-            break
-        total += (q - q0) * 60.0 / qpm
-        q0, qpm = q, t
-    return total + (quarters - q0) * 60.0 / qpm
+# from pieces to files
 
 
 @dataclass
@@ -123,121 +84,92 @@ class SampleResult:
     midi: Path
     instruments: list[str]
     notes: int
-    bars: int
+    bars: int  # bars written (the kept primer bars included): fewer than asked when the model ended the piece
     pitch_range: tuple[int, int] | None
     seconds: float
     qpm: float
     time_signature: str
     tracks: list[Track] = field(repr=False, default_factory=list)
+    style: str | None = None
+    played: list[str] = field(default_factory=list)  # the parts holding at least one note
     png: Path | None = None
     wav: Path | None = None
 
 
-def rows_to_tracks(
-    rows: list[list[int]],
-    prompts: list[list[int]],
-    instruments: list[str],
-    vocab: Vocabulary,
-    session: SessionFacts,
-    start_step: int,
-) -> tuple[list[Track], Meter]:
-    """Decode one sample's rows (strictly: a failure is a sampler bug) into MIDI tracks."""
-    config = vocab.config
-    tracks, meter = [], None
-    for key, prompt, row in zip(instruments, prompts, rows, strict=True):
-        words = vocab.decode_ids(prompt + row)
-        grid, row_meter = decode_words(words, vocab, strict=True)
-        meter = meter or row_meter
-        if start_step:
-            keep = grid.onset >= start_step
-            grid = GridNotes(grid.onset[keep] - start_step, grid.duration[keep], grid.pitch[keep], grid.velocity_bin[keep])
-        program, is_drum = session.instrument_program(key)
-        tracks.append(Track(key, program, is_drum, tidy_notes(grid).to_quarters(config)))
-    return tracks, shift_meter(meter, start_step) if start_step else meter
+def settings_of(cfg: SampleConfig, seed: int) -> Settings:
+    """The per-request settings of :func:`deeporb.generation.compose.compose` from the app's config."""
+    return Settings(**{f.name: getattr(cfg, f.name) for f in fields(Settings) if f.name != "seed"}, seed=seed)
 
 
 def sample(cfg: SampleConfig, model: LSTMGenerator | None = None) -> list[SampleResult]:
-    """Load (unless ``model`` is given), prompt, generate, decode, write MIDI (+ PNG, + WAV)
-    and ``samples.json`` into ``cfg.out_dir``."""
+    """Load (unless ``model`` is given), compose (:func:`deeporb.generation.compose.compose`),
+    write MIDI (+ PNG, + WAV) and ``samples.json`` into ``cfg.out_dir``."""
     render = cfg.render
-    if cfg.num_samples < 1 or cfg.bars < 1:
-        raise UserError(f"num_samples and bars must be at least 1 (got {cfg.num_samples}, {cfg.bars})")
-    if not 0.0 < cfg.top_p <= 1.0 or cfg.top_k < 0:
-        raise UserError(f"need 0 < top_p <= 1 and top_k >= 0 (got top_p={cfg.top_p}, top_k={cfg.top_k})")
-    if cfg.tempo is not None and not 0 < float(cfg.tempo) <= 1000:
-        raise UserError(f"tempo must be in quarter notes per minute, 0 < tempo <= 1000 (got {cfg.tempo})")
+    seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+    settings = settings_of(cfg, seed)
     if render.audio:
-        find_audio_tools(render.soundfont, render.fluidsynth)  # fail before the work
+        check_audio(render.synth, render.soundfont, render.fluidsynth)  # fail before the work
     model = model if model is not None else load_generator(cfg.ckpt_path, cfg.device)
     vocab, session = model.vocab, facts(model)
-    if not vocab.instruments:
-        raise UserError("the checkpoint's vocabulary has no instruments to generate")
-    unknown = [k for k in cfg.instruments or [] if k not in vocab.instruments]
-    if unknown:
-        raise UserError(
-            f"unknown instrument {', '.join(map(repr, unknown))}; this model knows: {', '.join(vocab.instruments)}"
-        )
+    check_settings(settings, cfg.num_samples, vocab, session.view)  # before reading a primer
     loaded = load_primer(cfg.primer, vocab, cfg.primer_bars, session.instrument_key) if cfg.primer else None
-    chosen = list(dict.fromkeys(cfg.instruments or (sorted(loaded.words) if loaded else vocab.instruments)))
-    meter = loaded.meter if loaded else session.meter()
-    if cfg.tempo is not None:
-        tempos = [(0.0, float(cfg.tempo))]
-    elif loaded and loaded.tempos:
-        tempos = loaded.tempos
-    else:
-        tempos = [(0.0, float(session.qpm_median))]
-    start_step = loaded.end_step if loaded and not cfg.keep_primer else 0
-    if start_step:
-        start_q = start_step / vocab.config.resolution
-        in_force = [t for q, t in tempos if q <= start_q][-1]
-        tempos = [(0.0, in_force)]
-    seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
-    prompts = build_prompts(vocab, chosen, meter, loaded)
-    generated = generate(model, prompts, cfg.num_samples, cfg.bars, cfg.temperature, cfg.top_k, cfg.top_p, seed)
+    pieces = compose(model, settings, cfg.num_samples, loaded)
+    warning = short_bar_warning(pieces[0].meter, cfg.bars, vocab)
+    if warning:
+        print(warning, file=sys.stderr)
 
     out_dir = Path(cfg.out_dir)
     results = []
-    total_bars = cfg.bars + (loaded.bars if loaded and cfg.keep_primer else 0)
-    for i, rows in enumerate(generated):
-        tracks, out_meter = rows_to_tracks(rows, prompts, chosen, vocab, session, start_step)
-        ts = out_meter.changes(vocab.config)
-        midi = write_midi(out_dir / f"sample_{i:03d}.mid", tracks, tempos, ts)
+    for i, piece in enumerate(pieces):
+        tracks = piece.tracks
+        ts = piece.meter.changes(vocab.config)
+        midi = write_midi(out_dir / f"sample_{i:03d}.mid", tracks, piece.tempos, ts)
         pitches = np.concatenate([t.notes["pitch"] for t in tracks])
-        end_q = max([float(np.max(t.notes["onset"] + t.notes["duration"])) for t in tracks if len(t)] or [0.0])
-        lines, _ = bar_grid(out_meter, total_bars, vocab.config)
         res = SampleResult(
             midi=midi,
-            instruments=chosen,
+            instruments=piece.instruments,
             notes=int(len(pitches)),
-            bars=total_bars,
+            bars=piece.bars,
             pitch_range=(int(pitches.min()), int(pitches.max())) if len(pitches) else None,
-            seconds=round(seconds_at(max(end_q, lines[-1] / vocab.config.resolution), tempos), 3),
-            qpm=tempos[0][1],
-            time_signature=f"{ts[0][1]}/{ts[0][2]}",
+            seconds=piece.seconds,
+            qpm=piece.tempos[0][1],
+            time_signature=piece.time_signature,
             tracks=tracks,
+            style=piece.style,
+            played=piece.played,
         )
         if render.piano_roll:
+            lines, _ = bar_grid(piece.meter, piece.bars, vocab.config)
             res.png = piano_roll(tracks, midi.with_suffix(".png"), title=f"{midi.name} (seed {seed})",
                                  bar_lines=lines / vocab.config.resolution)
         if render.audio:
-            res.wav = render_wav(midi, midi.with_suffix(".wav"), render.soundfont, render.fluidsynth,
-                                 render.sample_rate)
+            res.wav = render_wav(midi, midi.with_suffix(".wav"), render.synth, render.soundfont,
+                                 render.fluidsynth, render.sample_rate)
         results.append(res)
     summary = {
         "checkpoint": str(getattr(model, "checkpoint_path", cfg.ckpt_path)),
+        "view": session.view,
         "seed": seed,
-        "instruments": chosen,
+        "instruments": sorted({k for r in results for k in r.instruments}, key=lambda k: (
+            k not in (cfg.instruments or []), (cfg.instruments or []).index(k) if k in (cfg.instruments or []) else k)),
         "primer": str(loaded.path) if loaded else None,
         "primer_bars": loaded.bars if loaded else 0,
         "ignored_primer_instruments": loaded.ignored if loaded else [],
+        "bars_asked": cfg.bars,
+        "min_bars": cfg.min_bars if cfg.min_bars is not None else cfg.bars,
+        "warning": warning,
         "samples": [
             {"midi": r.midi.name, "notes": r.notes, "bars": r.bars, "seconds": r.seconds,
-             "pitch_range": r.pitch_range, "qpm": r.qpm, "time_signature": r.time_signature}
+             "pitch_range": r.pitch_range, "qpm": r.qpm, "time_signature": r.time_signature,
+             "style": r.style, "instruments": r.instruments, "played": r.played}
             for r in results
         ],
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "samples.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if render.page:
+        write_page(out_dir, results, {k: summary[k] for k in (
+            "checkpoint", "view", "seed", "instruments", "primer", "primer_bars", "warning")})
     return results
 
 
@@ -247,12 +179,15 @@ def print_summary(results: list[SampleResult], out_dir: str | Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"samples -> {out_dir}")
-    for col in ("sample", "instruments", "notes", "bars", "pitch range", "seconds"):
-        table.add_column(col, justify="left" if col in ("sample", "instruments") else "right")
+    styled = any(r.style for r in results)
+    cols = ("sample", *(("style",) if styled else ()), "instruments", "notes", "bars", "meter", "pitch range", "seconds")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("sample", "style", "instruments") else "right")
     for r in results:
         span = f"{pitch_word(r.pitch_range[0])} to {pitch_word(r.pitch_range[1])}" if r.pitch_range else "-"
         counts = ", ".join(f"{t.name} ({len(t)})" for t in r.tracks)
-        table.add_row(r.midi.name, counts, str(r.notes), str(r.bars), span, f"{r.seconds:.1f}")
+        table.add_row(r.midi.name, *((r.style or "-",) if styled else ()), counts, str(r.notes), str(r.bars),
+                      r.time_signature, span, f"{r.seconds:.1f}")
     Console().print(table)
 
 
@@ -279,6 +214,8 @@ def run(cfg: SampleConfig) -> list[SampleResult]:
     """What ``python sample.py`` does: sample, print the table, compare when asked."""
     results = sample(cfg)
     print_summary(results, cfg.out_dir)
+    if cfg.render.page:
+        print(f"open {Path(cfg.out_dir) / PAGE} (piano rolls, audio, MIDI, statistics; no server needed)")
     if cfg.compare:
         compare_with_test_split(results, facts(cfg.ckpt_path), cfg.out_dir)
     return results

@@ -21,13 +21,16 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+from pytorch_lightning.loggers import TensorBoardLogger
 
 from deeporb.checkpoints import facts, load_generator, read_checkpoint, resolve_checkpoint
 from deeporb.data.facts import SessionFacts
 from deeporb.encoding.words import Vocabulary
 from deeporb.errors import UserError
 from deeporb.model import LSTMGenerator
+from deeporb.render.page import PAGE
 from deeporb.session_store import session_name_for
+from deeporb.stages.callbacks import SampleLogger
 
 SIZE_KEYS = ("embed_dim", "hidden_size", "num_layers", "tie_weights")
 
@@ -45,6 +48,7 @@ def wandb_offline() -> bool:
 
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+    OmegaConf.register_new_resolver("wandb_online", lambda: not wandb_offline(), replace=True)
     OmegaConf.register_new_resolver("session_name", session_name_for, replace=True)
 
 
@@ -181,7 +185,8 @@ def _plain(metrics: dict) -> dict:
     return {k: float(v) for k, v in sorted(metrics.items())}
 
 
-def print_report(out_dir: Path, summary: dict, wandb_dir: Path | None, offline: bool) -> None:
+def print_report(out_dir: Path, summary: dict, wandb_dir: Path | None, offline: bool,
+                 tensorboard_dir: Path | None = None, samples_page: Path | None = None) -> None:
     """Where the run is and what it scored (plain lines: paths must stay copyable)."""
     print(f"run folder: {out_dir}")
     if summary.get("best_checkpoint"):
@@ -196,6 +201,10 @@ def print_report(out_dir: Path, summary: dict, wandb_dir: Path | None, offline: 
             print(f"wandb run (offline): {wandb_dir}\nupload it with: wandb sync {wandb_dir}")
         else:
             print(f"wandb run: {wandb_dir}")
+    if tensorboard_dir is not None:
+        print(f"tensorboard: tensorboard --logdir {tensorboard_dir}")
+    if samples_page is not None:
+        print(f"samples of the last validation: {samples_page}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -260,7 +269,9 @@ def train(cfg: DictConfig) -> float | None:
         summary["wandb_dir"] = str(wandb_dir.resolve())
     if trainer.is_global_zero:
         (out_dir / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
-        print_report(out_dir, summary, wandb_dir, offline)
+        tensorboard_dir = next((Path(lg.log_dir) for lg in loggers if isinstance(lg, TensorBoardLogger)), None)
+        pages = [cb.folders[-1] / PAGE for cb in callbacks if isinstance(cb, SampleLogger) and cb.folders]
+        print_report(out_dir, summary, wandb_dir, offline, tensorboard_dir, pages[-1] if pages else None)
     name = cfg.get("optimized_metric")
     if not name:
         return None

@@ -1,0 +1,295 @@
+"""Composing: a loaded model and per-request settings in, decoded pieces (MIDI tracks) out.
+
+:func:`compose` is the whole generation path without files, so ``sample.py``, the sampling
+callback and the server share it: it checks the settings against the checkpoint (its view,
+instruments and styles), builds the prompts (:mod:`deeporb.generation.prompts`), lets the
+model draw what the settings leave open (:func:`deeporb.generation.loop.draw_header`),
+generates every sample in one batch (:func:`deeporb.generation.loop.generate`) and decodes
+each row strictly (a failure is a sampler bug) into one :class:`~deeporb.midi.Track` per part.
+
+The view is the checkpoint's (``SessionFacts.view``; older checkpoints: tracks):
+
+* **score**: one row per sample, ``<bos> [style_S] inst_A inst_B ... bar ts_N/D ...``. The
+  ensemble is the named ``instruments`` (exactly those play, each at least once: a decoding
+  constraint on ``inst_`` words only, see :class:`deeporb.generation.masks.Grammar`), else the
+  primer's parts, else drawn by the model (its header, then the meter's ``ts``). The model may
+  end a piece with ``<eos>`` from ``min_bars`` on.
+* **tracks**: one row per instrument, as the original (every part runs ``bars`` bars).
+
+Time signatures are fixed by the prompt (the primer's, else the checkpoint's commonest) and
+never sampled, so the parts of one sample always share a meter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from deeporb.checkpoints import facts
+from deeporb.data.facts import SessionFacts
+from deeporb.encoding.score import decode_score
+from deeporb.encoding.words import BAR, GridNotes, Meter, Vocabulary, decode_words
+from deeporb.errors import UserError
+from deeporb.generation.loop import draw_header, generate
+from deeporb.generation.prompts import Primer, bar_grid, build_prompts, score_prompt
+from deeporb.midi import Track
+
+SHORT_BAR_QUARTERS = 1  # a bar this short or shorter makes `bars` mislead (see short_bar_warning)
+
+
+@dataclass
+class Settings:
+    """One request's sampling settings (``SampleConfig`` holds the same names and defaults)."""
+
+    bars: int = 16  # most bars to write (after the primer), counted in the meter's bars
+    min_bars: int | None = None  # score view: the model may end a piece from here on; None: = bars
+    temperature: float = 1.0  # <= 0: greedy
+    top_k: int = 0  # keep the k likeliest words (0: off)
+    top_p: float = 0.95  # nucleus sampling (1.0: off)
+    seed: int = 0
+    instruments: list[str] | None = None  # None: the primer's known parts, else drawn (score) / all (tracks)
+    style: str | None = None  # None: the model draws one when the checkpoint has styles
+    keep_primer: bool = True  # include the primer bars in the pieces
+    tempo: float | None = None  # quarter notes per minute; None: the primer's, else the training median
+
+
+@dataclass
+class Composition:
+    """One generated piece, decoded: what a MIDI file and its summary row are made of."""
+
+    tracks: list[Track]  # one per part, in the order asked (named parts first), silent ones too
+    meter: Meter  # as written (from the first written bar)
+    tempos: list[tuple[float, float]]  # (quarter, qpm)
+    bars: int  # bars written (the kept primer bars included)
+    seconds: float
+    style: str | None
+    ended: bool = False  # the model ended it (<eos>) before `bars`
+    instruments: list[str] = field(default_factory=list)  # the parts, as in ``tracks``
+
+    @property
+    def played(self) -> list[str]:
+        """The parts that hold at least one note."""
+        return [t.name for t in self.tracks if len(t)]
+
+    @property
+    def time_signature(self) -> str:
+        n, d = self.meter.signatures[0]
+        return f"{n}/{d}"
+
+
+# ---------------------------------------------------------------------------------------
+# words to tracks
+
+
+def tidy_notes(grid: GridNotes) -> GridNotes:
+    """Shorten a note where the same pitch starts again before it ends; drop exact repeats.
+
+    Overlapping notes of one pitch on one channel are ambiguous in MIDI (which note-off ends
+    which note-on): players cut or hang them. The grammar allows repeats inside a chord (real
+    files have them), so they are dropped here; this also covers long notes overlapping a
+    later onset.
+    """
+    if len(grid) == 0:
+        return grid
+    order = np.lexsort((-grid.duration, grid.onset, grid.pitch))
+    on, dur, pitch, vel = (a[order].copy() for a in (grid.onset, grid.duration, grid.pitch, grid.velocity_bin))
+    same = pitch[1:] == pitch[:-1]
+    repeat = np.concatenate([[False], same & (on[1:] == on[:-1])])
+    on, dur, pitch, vel = on[~repeat], dur[~repeat], pitch[~repeat], vel[~repeat]
+    same = pitch[1:] == pitch[:-1]
+    gap = on[1:] - on[:-1]
+    cut = same & (on[:-1] + dur[:-1] > on[1:])
+    dur[:-1][cut] = gap[cut]
+    back = np.lexsort((vel, dur, pitch, on))
+    return GridNotes(on[back], dur[back], pitch[back], vel[back])
+
+
+def shift_meter(meter: Meter, step: int) -> Meter:
+    """The meter seen from grid step ``step`` on (which is a bar line)."""
+    i = int(np.searchsorted(meter.starts, step, side="right")) - 1
+    starts = [0] + [s - step for s in meter.starts[i + 1 :]]
+    return Meter(starts, [meter.signatures[i], *meter.signatures[i + 1 :]])
+
+
+def seconds_at(quarters: float, tempos: list[tuple[float, float]]) -> float:
+    """Quarter-note time -> seconds through a tempo map."""
+    total, q0, qpm = 0.0, 0.0, tempos[0][1] if tempos else 120.0
+    for q, t in tempos[1:]:
+        if q >= quarters:
+            break
+        total += (q - q0) * 60.0 / qpm
+        q0, qpm = q, t
+    return total + (quarters - q0) * 60.0 / qpm
+
+
+def _track(key: str, grid: GridNotes, start_step: int, vocab: Vocabulary, session: SessionFacts) -> Track:
+    if start_step:
+        keep = grid.onset >= start_step
+        grid = GridNotes(grid.onset[keep] - start_step, grid.duration[keep], grid.pitch[keep], grid.velocity_bin[keep])
+    program, is_drum = session.instrument_program(key)
+    return Track(key, program, is_drum, tidy_notes(grid).to_quarters(vocab.config))
+
+
+def rows_to_tracks(
+    rows: list[list[int]],
+    prompts: list[list[int]],
+    instruments: list[str],
+    vocab: Vocabulary,
+    session: SessionFacts,
+    start_step: int,
+) -> tuple[list[Track], Meter]:
+    """Tracks view: one sample's rows (decoded strictly: a failure is a sampler bug) -> tracks."""
+    tracks, meter = [], None
+    for key, prompt, row in zip(instruments, prompts, rows, strict=True):
+        grid, row_meter = decode_words(vocab.decode_ids(prompt + row), vocab, strict=True)
+        meter = meter or row_meter
+        tracks.append(_track(key, grid, start_step, vocab, session))
+    return tracks, shift_meter(meter, start_step) if start_step else meter
+
+
+def score_to_tracks(
+    ids: list[int], order: list[str], vocab: Vocabulary, session: SessionFacts, start_step: int
+) -> tuple[list[Track], Meter]:
+    """Score view: one row (prompt + generated, decoded strictly) -> a track per part in ``order``."""
+    parts, meter = decode_score(vocab.decode_ids(ids), vocab, strict=True)
+    tracks = [_track(key, parts[key], start_step, vocab, session) for key in order]
+    return tracks, shift_meter(meter, start_step) if start_step else meter
+
+
+def short_bar_warning(meter: Meter, bars: int, vocab: Vocabulary) -> str | None:
+    """One line when a bar of ``meter`` lasts one quarter note or less, else None.
+
+    No common meter is that short (2/4 lasts 2 quarters, 3/8 1.5), so such a bar is nearly
+    always a file's placeholder signature (issue 14: pop songs in 4/4 that carry 1/4), and
+    ``bars=16`` then means only 16 quarters of music.
+    """
+    config = vocab.config
+    short = [(n, d) for n, d in meter.signatures if config.bar_steps(n, d) <= SHORT_BAR_QUARTERS * config.resolution]
+    if not short:
+        return None
+    n, d = short[0]
+    quarters = bars * config.bar_steps(n, d) / config.resolution
+    return (f"warning: the meter is {n}/{d}, so bars={bars} is only {quarters:g} quarter notes; `bars` counts "
+            f"the meter's bars (raise bars, or sample with a primer in the music's real meter)")
+
+
+# ---------------------------------------------------------------------------------------
+# checks
+
+
+def check_settings(settings: Settings, num_samples: int, vocab: Vocabulary, view: str) -> None:
+    """One :class:`UserError` for the first setting this checkpoint cannot honour."""
+    if num_samples < 1 or settings.bars < 1:
+        raise UserError(f"num_samples and bars must be at least 1 (got {num_samples}, {settings.bars})")
+    if settings.min_bars is not None and not 1 <= settings.min_bars <= settings.bars:
+        raise UserError(f"min_bars must be between 1 and bars={settings.bars} (got {settings.min_bars}); "
+                        "null means bars")
+    if settings.min_bars is not None and settings.min_bars < settings.bars and view != "score":
+        raise UserError("min_bars needs a score-view checkpoint: this one was trained in the tracks view, where "
+                        "each part is its own sequence and cannot end the piece; leave min_bars=null")
+    if not 0.0 < settings.top_p <= 1.0 or settings.top_k < 0:
+        raise UserError(f"need 0 < top_p <= 1 and top_k >= 0 (got top_p={settings.top_p}, top_k={settings.top_k})")
+    if settings.tempo is not None and not 0 < float(settings.tempo) <= 1000:
+        raise UserError(f"tempo must be in quarter notes per minute, 0 < tempo <= 1000 (got {settings.tempo})")
+    if not vocab.instruments:
+        raise UserError("the checkpoint's vocabulary has no instruments to generate")
+    unknown = [k for k in settings.instruments or [] if k not in vocab.instruments]
+    if unknown:
+        raise UserError(
+            f"unknown instrument {', '.join(map(repr, unknown))}; this model knows: {', '.join(vocab.instruments)}"
+        )
+    if settings.instruments is not None and not settings.instruments:
+        raise UserError(f"instruments=[] names no part; name some of: {', '.join(vocab.instruments)} (or null)")
+    if settings.style is not None and settings.style not in vocab.styles:
+        if vocab.styles:
+            raise UserError(f"unknown style {settings.style!r}; this checkpoint knows: {', '.join(vocab.styles)}")
+        raise UserError(f"style={settings.style!r}, but this checkpoint was trained without styles "
+                        "(one session); leave style=null")
+
+
+# ---------------------------------------------------------------------------------------
+# the path
+
+
+def compose(model, settings: Settings, num_samples: int, primer: Primer | None = None) -> list[Composition]:
+    """``num_samples`` pieces from a loaded model (no files written); ``primer`` from
+    :func:`deeporb.generation.prompts.load_primer`."""
+    vocab, session = model.vocab, facts(model)
+    view = session.view
+    check_settings(settings, num_samples, vocab, view)
+    named = list(dict.fromkeys(settings.instruments)) if settings.instruments else None
+    meter = primer.meter if primer else session.meter()
+    if settings.tempo is not None:
+        tempos = [(0.0, float(settings.tempo))]
+    elif primer and primer.tempos:
+        tempos = primer.tempos
+    else:
+        tempos = [(0.0, float(session.qpm_median))]
+    start_step = primer.end_step if primer and not settings.keep_primer else 0
+    if start_step:
+        start_q = start_step / vocab.config.resolution
+        tempos = [(0.0, [t for q, t in tempos if q <= start_q][-1])]
+    draw = dict(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
+    run = dict(draw, seed=settings.seed, min_bars=settings.min_bars, view=view)
+    draw_style = bool(vocab.styles) and settings.style is None
+    _, headers = bar_grid(meter, 0, vocab.config)
+    first_bar = vocab.ids(headers[0]).tolist()
+    style_id0, style_end = vocab.blocks["style"]
+
+    def style_of(ids: list[int]) -> str | None:
+        return vocab.styles[ids[1] - style_id0] if len(ids) > 1 and style_id0 <= ids[1] < style_end else None
+
+    def styles_drawn() -> list[str]:
+        heads = draw_header(model, vocab.header_ids([]).tolist(), num_samples, True, False, view=view,
+                            seed=settings.seed, **draw)
+        return [vocab.styles[h[0] - style_id0] for h in heads]
+
+    pieces: list[tuple[list[Track], Meter, int, str | None]] = []  # tracks, meter, bars, style
+    nprimer = primer.bars if primer else 0
+    if view == "score":
+        given = named or (sorted(primer.parts) if primer else None)
+        if given is None:  # the model draws the ensemble (and the style, unless given)
+            prefix = vocab.header_ids([], settings.style).tolist()
+            heads = draw_header(model, prefix, num_samples, draw_style, True, view=view, seed=settings.seed, **draw)
+            prompts = [prefix + h + first_bar for h in heads]
+        else:
+            styles = styles_drawn() if draw_style else [settings.style] * num_samples
+            prompts = [score_prompt(vocab, given, meter, primer, s) for s in styles]
+        rows = generate(model, prompts, 1, settings.bars, ensembles=[named] * len(prompts) if named else None,
+                        **run)[0]
+        for prompt, row in zip(prompts, rows, strict=True):
+            head = header_parts(prompt + row, vocab)
+            if named:  # the named parts first, then the primer's (only where its bars are kept)
+                order = named + ([k for k in head if k not in named] if settings.keep_primer else [])
+            else:
+                order = head
+            tracks, out_meter = score_to_tracks(prompt + row, order, vocab, session, start_step)
+            written = (prompt + row).count(vocab.index[BAR])
+            pieces.append((tracks, out_meter, written, style_of(prompt)))
+    else:
+        chosen = named or (sorted(primer.words) if primer else list(vocab.instruments))
+        styles = styles_drawn() if draw_style else [settings.style] * num_samples
+        prompts = [p for s in styles for p in build_prompts(vocab, chosen, meter, primer, s)]
+        flat = generate(model, prompts, 1, settings.bars, **run)[0]
+        k = len(chosen)
+        for i, s in enumerate(styles):
+            these = prompts[i * k : (i + 1) * k]
+            tracks, out_meter = rows_to_tracks(flat[i * k : (i + 1) * k], these, chosen, vocab, session, start_step)
+            pieces.append((tracks, out_meter, nprimer + settings.bars, s))
+    out = []
+    for tracks, out_meter, written, style in pieces:
+        bars = written - (nprimer if start_step else 0)
+        end_q = max([float(np.max(t.notes["onset"] + t.notes["duration"])) for t in tracks if len(t)] or [0.0])
+        lines, _ = bar_grid(out_meter, bars, vocab.config)
+        seconds = round(seconds_at(max(end_q, lines[-1] / vocab.config.resolution), tempos), 3)
+        out.append(Composition(tracks, out_meter, tempos, bars, seconds, style,
+                               ended=written - nprimer < settings.bars, instruments=[t.name for t in tracks]))
+    return out
+
+
+def header_parts(ids: list[int], vocab: Vocabulary) -> list[str]:
+    """The parts a score's header names (the ``inst_`` words before its first ``bar``), ascending."""
+    a, b = vocab.blocks["inst"]
+    head = ids[: ids.index(vocab.index[BAR])] if vocab.index[BAR] in ids else ids
+    return [vocab.instruments[i - a] for i in head if a <= i < b]

@@ -1,0 +1,120 @@
+"""The page of a sample folder: ``index.html`` beside the files, and the statistics it shows.
+
+One self-contained HTML file (no script, no server, no network): each sample's piano roll,
+an audio player, its MIDI link, and a table of its facts and music statistics (the
+per-piece scalars of :mod:`deeporb.evaluation.music_stats` and, for two pitched parts or
+more, the cross-part ones of :mod:`deeporb.evaluation.cross_part`). Every link is relative,
+so the page opens from disk (double-click) and still works after the folder is moved or
+copied. :func:`sample_statistics` is also what the training callback logs.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+
+from deeporb.evaluation.cross_part import cross_part_features
+from deeporb.evaluation.music_stats import SCALAR_FEATURES, piece_features
+from deeporb.fileio import atomic_write_bytes
+
+PAGE = "index.html"
+
+STYLE = """
+body { font: 15px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+header p { color: #555; margin: .2em 0; }
+section { border-top: 1px solid #ddd; padding: 1em 0; }
+img { max-width: 100%; height: auto; display: block; margin: .5em 0; }
+audio { width: 100%; max-width: 600px; }
+table { border-collapse: collapse; margin-top: .6em; }
+td, th { padding: .15em .8em .15em 0; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.missing { color: #888; }
+"""
+
+
+def beats_per_bar(time_signature: str) -> float:
+    """Quarters per bar of an ``"N/D"`` time signature."""
+    n, d = (int(x) for x in str(time_signature).split("/"))
+    return 4 * n / d
+
+
+def sample_statistics(tracks: Sequence[Any], beats: float = 4.0) -> dict[str, float]:
+    """One sample's music statistics: the per-piece scalars over its pitched tracks, plus the
+    cross-part ones (NaN with fewer than two pitched tracks). Drums are left out of both,
+    as MusPy leaves them out (their pitches name instruments)."""
+    parts = [{c: np.asarray(t.notes[c]) for c in ("onset", "duration", "pitch")} | {"is_drum": t.is_drum}
+             for t in tracks]
+    pitched = [p for p in parts if not p["is_drum"]]
+    stream = {c: np.concatenate([p[c] for p in pitched]) if pitched else np.zeros(0)
+              for c in ("onset", "duration", "pitch")}
+    feats = piece_features(stream, beats_per_bar=beats)
+    out = {name: float(feats[name]) for name in SCALAR_FEATURES}
+    return out | cross_part_features({"parts": parts}, beats_per_bar=beats)
+
+
+def _link(path: Path | None, folder: Path) -> str | None:
+    """A relative, URL-quoted link from the page's folder to a file in it (or below it)."""
+    if path is None:
+        return None
+    return quote(Path(path).resolve().relative_to(folder.resolve()).as_posix())
+
+
+def _number(value: float) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "&ndash;"
+    return f"{value:.3f}" if isinstance(value, float) and not float(value).is_integer() else f"{value:g}"
+
+
+def _rows(rows: Mapping[str, Any]) -> str:
+    cells = []
+    for key, value in rows.items():
+        shown = _number(value) if isinstance(value, (int, float)) else html.escape(str(value))
+        cls = ' class="num"' if isinstance(value, (int, float)) else ""
+        cells.append(f"<tr><th>{html.escape(key.replace('_', ' '))}</th><td{cls}>{shown}</td></tr>")
+    return "\n".join(cells)
+
+
+def sample_section(result: Any, folder: Path) -> str:
+    """One sample's part of the page (a ``SampleResult``: midi, png, wav, tracks, facts)."""
+    name = html.escape(result.midi.name)
+    png, wav, midi = _link(result.png, folder), _link(result.wav, folder), _link(result.midi, folder)
+    roll = (f'<img src="{png}" alt="piano roll of {name}" loading="lazy">' if png
+            else '<p class="missing">no piano roll (render.piano_roll=false)</p>')
+    audio = (f'<audio controls preload="metadata" src="{wav}"></audio>' if wav
+             else '<p class="missing">no audio (render.audio=false)</p>')
+    facts = {
+        "instruments": ", ".join(f"{t.name} ({len(t)})" for t in result.tracks),
+        "notes": result.notes,
+        "bars": result.bars,
+        "time_signature": result.time_signature,
+        "tempo_qpm": float(result.qpm),
+        "seconds": float(result.seconds),
+    }
+    stats = sample_statistics(result.tracks, beats_per_bar(result.time_signature))
+    return (f'<section id="{name}">\n<h2>{name}</h2>\n{roll}\n{audio}\n'
+            f'<p><a href="{midi}" download>{name}</a> (MIDI)</p>\n'
+            f"<table>\n{_rows(facts)}\n{_rows(stats)}\n</table>\n</section>")
+
+
+def write_page(folder: str | Path, results: Sequence[Any], facts: Mapping[str, Any]) -> Path:
+    """Write ``folder/index.html`` for the samples written there; return its path.
+
+    ``facts``: what the header tells (checkpoint, seed, instruments, ...), shown as given.
+    """
+    folder = Path(folder)
+    header = "".join(f"<p><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</p>\n"
+                     for k, v in facts.items() if v not in (None, "", []))
+    body = "\n".join(sample_section(r, folder) for r in results)
+    title = f"DeepOrb samples: {folder.name}"
+    text = (f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+            f"<header>\n<h1>{html.escape(title)}</h1>\n{header}</header>\n{body}\n</body>\n</html>\n")
+    path = folder / PAGE
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path
