@@ -2,17 +2,14 @@
 #   docker build -t deeporb .
 #   docker run --gpus all -v $PWD/data:/app/data -v $PWD/outputs:/app/outputs deeporb \
 #       train.py trainer=gpu data=beethoven_quartets
-# Any of the entry points runs: encode.py, train.py, sample.py. The image has the sweep extra
+# Any of the entry points runs: encode.py, train.py, sample.py, evaluate.py, serve.py. WAVs need
+# no system package (midirenderer + the soundfont pretty_midi ships). The image has the sweep extra
 # (Optuna); not slurm, since SLURM jobs are submitted from a cluster's login node.
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     WANDB_MODE=offline
-
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends fluidsynth fluid-soundfont-gm \
-    && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
 # dependencies first, so code changes do not reinstall them; torch comes from the base image

@@ -30,7 +30,8 @@ demo: setup
 	$(PY) encode.py dataset=bach_chorales
 	rm -rf $(DEMO)/run
 	$(PY) train.py experiment=demo hydra.run.dir=$(DEMO)/run
-	$(PY) sample.py ckpt_path=$(DEMO)/run num_samples=4 bars=16 seed=1 out_dir=$(DEMO)/samples render.audio=true
+	$(PY) sample.py ckpt_path=$(DEMO)/run num_samples=4 bars=16 seed=1 out_dir=$(DEMO)/samples render.audio=true \
+		"instruments=[soprano,alto,tenor,bass]"
 	@echo "demo done: open $(DEMO)/samples/index.html (piano rolls, audio, MIDI, statistics); training run in $(DEMO)/run"
 
 lint: $(VENV)/.installed-test
