@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
-from evaluate_baselines import THREADS, fmt, run, train  # noqa: E402
+from evaluate_baselines import fmt, run, train, training_options, use_threads  # noqa: E402
 from report import machine, write_section  # noqa: E402
 
 from deeporb.evaluation.columns import NOTE_COLUMNS  # noqa: E402
@@ -134,15 +134,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=4.0, help="training budget per model")
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--bars", type=int, default=16)
-    parser.add_argument("--out", default="outputs/benchmarks/ensemble")
-    parser.add_argument("--reuse-runs", action="store_true", help="skip training where a run folder has metrics.json")
-    parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    training_options(parser, "outputs/benchmarks/ensemble")
     args = parser.parse_args()
-    THREADS["n"] = args.threads
-    import torch
-
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     out = (ROOT / args.out).resolve()
     t0 = time.perf_counter()
     print("encoding the Bach chorales", flush=True)

@@ -60,6 +60,24 @@ SHOWN_FEATURES = (
 THREADS = {"n": 1}
 
 
+def training_options(parser, out: str) -> None:
+    """The options every benchmark that trains through :func:`train` takes."""
+    parser.add_argument("--out", default=out)
+    parser.add_argument("--reuse-runs", action="store_true", help="skip training where a run folder has metrics.json")
+    parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per process (on a shared machine, more threads than free "
+                             "cores spin: 2 threads beside another busy process ran lstm_small 12x slower)")
+
+
+def use_threads(n: int) -> None:
+    """Torch threads for this process and for every stage it runs."""
+    import torch
+
+    THREADS["n"] = n
+    torch.set_num_threads(n)
+
+
 def run(cmd: list[str], log: Path) -> None:
     """Run a stage as the user would, its output kept in ``log``; fail loudly with its tail."""
     n = str(THREADS["n"])
@@ -255,17 +273,9 @@ def main() -> None:
     parser.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--bars", type=int, default=16)
-    parser.add_argument("--out", default="outputs/benchmarks/evaluate_baselines")
-    parser.add_argument("--reuse-runs", action="store_true", help="skip training where a run folder has metrics.json")
-    parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads per process (on a shared machine, more threads than free "
-                             "cores spin: 2 threads beside another busy process ran lstm_small 12x slower)")
+    training_options(parser, "outputs/benchmarks/evaluate_baselines")
     args = parser.parse_args()
-    THREADS["n"] = args.threads
-    import torch
-
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     out = (ROOT / args.out).resolve()
     t0 = time.perf_counter()
     results: dict = {}

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from evaluate_baselines import THREADS, fmt, run, train  # noqa: E402
+from evaluate_baselines import fmt, run, train, training_options, use_threads  # noqa: E402
 from report import machine, write_section  # noqa: E402
 
 from deeporb.checkpoints import facts as facts_of  # noqa: E402
@@ -148,15 +148,9 @@ def main() -> None:
     parser.add_argument("--early", type=int, default=4, help="also count the first EARLY bars alone")
     parser.add_argument("--songs", type=int, default=240, help="songs in the pop corpus")
     parser.add_argument("--ckpt", nargs="+", help="demo checkpoints to reuse instead of training (one per view)")
-    parser.add_argument("--out", default="outputs/benchmarks/starts")
-    parser.add_argument("--reuse-runs", action="store_true", help="skip training where a run folder has metrics.json")
-    parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    training_options(parser, "outputs/benchmarks/starts")
     args = parser.parse_args()
-    THREADS["n"] = args.threads
-    import torch
-
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     out = (ROOT / args.out).resolve()
     t0 = time.perf_counter()
     res: dict = {"corpora": {}, "pop_songs": args.songs}

@@ -27,15 +27,16 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BEETHOVEN = ROOT.parent / "shared" / "data" / "beethoven"  # beside the checkout, not beside the worktree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
 
 # name -> (script arguments, regex on its output, "seconds" (lower is better) or "rate")
 BENCHMARKS = {
-    "encode": (["benchmarks/encode_speed.py", "--repeats", "3", "--no-write"],
+    "encode": (["benchmarks/encode_speed.py", "--repeats", "3", "--no-write", "--midi-dir", "BEETHOVEN"],
                r"DeepOrb \(read \+ words \+ note-file JSON\) \| ([\d.]+)", "seconds"),
     "train": (["benchmarks/train_speed.py", "--skip-quality", "--steps", "20", "--rounds", "1", "--threads", "1",
-               "--no-write", "--workdir", "WORKDIR"],
+               "--no-write", "--workdir", "WORKDIR", "--midi-dir", "BEETHOVEN"],
               r"train\.py's Lightning Trainer \| ([\d,]+)", "rate"),
     "sample": (["benchmarks/sample_speed.py", "--samples", "64", "--repeats", "2", "--threads", "1", "--no-write"],
                r"batched, top-5 \| 64 \| [\d,]+ \| [\d.]+ \| ([\d,]+)", "rate"),
@@ -44,7 +45,7 @@ BENCHMARKS = {
 
 def measure(tree: Path, name: str, python: str, work: Path) -> float:
     args, pattern, _ = BENCHMARKS[name]
-    args = [a.replace("WORKDIR", str(work / tree.name / name)) for a in args]
+    args = [a.replace("WORKDIR", str(work / tree.name / name)).replace("BEETHOVEN", str(BEETHOVEN)) for a in args]
     env_threads = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(tree)}
     proc = subprocess.run([python, *args], cwd=tree, capture_output=True, text=True, env={**os.environ, **env_threads})
     m = re.search(pattern, proc.stdout)
