@@ -102,7 +102,8 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section("vs_commit", text)
+        # a run of some stages (--only) keeps its own section beside the full one
+        write_section("vs_commit" if args.only == list(BENCHMARKS) else "vs_commit_" + "_".join(args.only), text)
 
 
 if __name__ == "__main__":
