@@ -171,3 +171,13 @@ def test_an_old_checkpoints_session_is_read_with_one_set_of_defaults(old, tmp_pa
     assert message.startswith("the checkpoint 'old.ckpt''s session facts lack ")
     assert "sessions_dir, val_fraction, test_fraction" in message
     assert load_generator(path).vocab == VOCAB  # and it still samples
+
+
+def test_a_style_samples_in_its_own_commonest_meter():
+    facts = SessionFacts(time_signatures={"2/4": 9, "4/4": 5},
+                         style_time_signatures={"chorales": {"4/4": 5}, "folk": {"2/4": 9}})
+    assert facts.meter().signatures == [(2, 4)]  # the pooled commonest, with no style named
+    assert facts.meter("chorales").signatures == [(4, 4)]
+    assert facts.meter("folk").signatures == [(2, 4)]
+    assert facts.meter("unknown").signatures == [(2, 4)]
+    assert SessionFacts.from_dict(facts.to_dict()) == facts

@@ -149,6 +149,11 @@ def test_several_sessions_each_put_their_style_after_bos_and_one_session_none(
             assert row["header"] == 2 + len(row.get("instruments", [row.get("instrument")]))
         info = dm.session_info()
         assert info["styles"] == ["bach_chorales", "band"] and info["view"] == view
+        per_style = info["style_time_signatures"]  # each style's meters, from its own pieces only
+        assert sorted(per_style) == ["bach_chorales", "band"]
+        for style, session in (("bach_chorales", "chorales"), ("band", "band")):
+            pieces = {r["piece"] for r in dm.rows if r["session"] == session}
+            assert sum(per_style[style].values()) >= len(pieces)
         chorales_windows = dm.dataset("train").datasets[0]  # the sessions' order: chorales first
         assert chorales_windows.window(0)[1] == dm.vocab.style_id("bach_chorales")
     score = load(both, ["chorales", "band"], val_fraction=0.2, test_fraction=0.2)

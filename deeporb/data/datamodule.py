@@ -299,8 +299,11 @@ class SessionDataModule(pl.LightningDataModule):
         for info in instruments.values():
             info["program"] = info.pop("programs").most_common(1)[0][0]
         meters: Counter = Counter()
+        style_meters: dict[str, Counter] = {}
         for row in first_row.values():
             meters.update(row["meter"])
+            if row["session"] in self.styles:
+                style_meters.setdefault(self.styles[row["session"]], Counter()).update(row["meter"])
         qpms = [row["qpm"] for row in first_row.values()]
         return SessionFacts(
             names=tuple(self.names),
@@ -317,6 +320,7 @@ class SessionDataModule(pl.LightningDataModule):
             pieces=self.pieces_per_split(),
             view=self.view,
             styles=tuple(self.vocab.styles),
+            style_time_signatures={k: dict(c.most_common()) for k, c in sorted(style_meters.items())},
             **({"qpm_median": float(np.median(qpms))} if qpms else {}),
         ).to_dict()
 

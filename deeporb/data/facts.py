@@ -44,6 +44,7 @@ class SessionFacts:
     pieces: dict[str, int] = field(default_factory=dict)  # split -> pieces
     view: str = "tracks"  # how training read the sessions: "score" or "tracks" (older checkpoints: tracks)
     styles: tuple[str, ...] = ()  # style keys of the vocabulary: one per session when several, else none
+    style_time_signatures: dict[str, dict[str, int]] = field(default_factory=dict)  # style -> "N/D" -> pieces
 
     def to_dict(self) -> dict:
         """Plain lists and dicts, as the checkpoint's ``hparams.session`` stores them."""
@@ -72,7 +73,7 @@ class SessionFacts:
                 kw[k] = tuple(kw[k] or ())
         if kw.get("instruments_filter") is not None:
             kw["instruments_filter"] = tuple(kw["instruments_filter"])
-        for k in ("time_signatures", "instruments", "pieces"):
+        for k in ("time_signatures", "instruments", "pieces", "style_time_signatures"):
             if k in kw:
                 kw[k] = {key: dict(v) if isinstance(v, Mapping) else v for key, v in (kw[k] or {}).items()}
         if "encoding" in kw:
@@ -93,11 +94,12 @@ class SessionFacts:
             )
         return self
 
-    def meter(self) -> Meter:
+    def meter(self, style: str | None = None) -> Meter:
         """The meter a sample without primer is written in: the training pieces' commonest
-        time signature that this encoding can represent (4/4 if none)."""
+        time signature that this encoding can represent (4/4 if none); with a ``style``, the
+        commonest among that style's pieces (a 4/4 chorale style beside 2/4 folk tunes)."""
         counts: Counter = Counter()
-        for text, count in self.time_signatures.items():
+        for text, count in self.style_time_signatures.get(style or "", self.time_signatures).items():
             try:
                 n, d = (int(x) for x in str(text).split("/"))
             except ValueError:

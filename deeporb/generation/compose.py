@@ -219,7 +219,7 @@ def compose(model, settings: Settings, num_samples: int, primer: Primer | None =
     view = session.view
     check_settings(settings, num_samples, vocab, view)
     named = list(dict.fromkeys(settings.instruments)) if settings.instruments else None
-    meter = primer.meter if primer else session.meter()
+    meter = primer.meter if primer else session.meter(settings.style)
     if settings.tempo is not None:
         tempos = [(0.0, float(settings.tempo))]
     elif primer and primer.tempos:

@@ -98,7 +98,7 @@ class Composer:
         except UserError as e:  # a primer's line names the upload's temporary path and a CLI fix
             message = str(e).replace(repr(str(primer)), repr(primer_name)).removesuffix("; pass primer=FILE.mid")
             raise RequestError(message) from None
-        meter = loaded.meter if loaded else session.meter()
+        meter = loaded.meter if loaded else session.meter(request.style)
         tempos = loaded.tempos if loaded and loaded.tempos else [(0.0, float(session.qpm_median))]
         draw = dict(temperature=request.temperature, top_k=request.top_k, top_p=request.top_p,
                     seed=request.seed, view=self.view)
