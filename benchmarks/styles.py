@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from evaluate_baselines import fmt, run, train, training_options, use_threads  # noqa: E402
 from report import machine, write_section  # noqa: E402
 
-from deeporb.evaluation.compare import beats_per_bar, excerpts, reference_pieces  # noqa: E402
+from deeporb.evaluation.compare import excerpts, reference_pieces  # noqa: E402
 from deeporb.evaluation.music_stats import compare_sets  # noqa: E402
 
 CORPORA = ("bach_chorales", "nottingham")
@@ -103,9 +103,11 @@ def markdown(res: dict, args, seconds: float) -> str:
         f"`data.session=[{a},{b}]`{limit}: {res['pieces'][a]} and {res['pieces'][b]} pieces; each session adds its "
         "style word after `<bos>`. Then "
         f"{args.samples} samples per style (`style=NAME instruments=null`: the model draws the ensemble; "
-        f"{args.bars} bars in {res['meter']}, seed 0, temperature 1.0, top-p 0.95), each style's set compared with "
+        f"{args.bars} bars in the style's own commonest meter: "
+        f"{', '.join(f'{k} {m}' for k, m in res['meter'].items())}; seed 0, temperature 1.0, top-p 0.95), each style's set compared with "
         f"the held-out test pieces of each corpus ({res['test'][a]} and {res['test'][b]} pieces, every pitched "
-        f"part, cut into {fmt(res['quarters'], 0)}-quarter excerpts: {res['excerpts'][a]} and "
+        f"part, cut into excerpts as long as the samples compared with them: "
+        f"{', '.join(f'{k} {fmt(q, 0)}' for k, q in res['quarters'].items())} quarters; {res['excerpts'][a]} and "
         f"{res['excerpts'][b]}). Cells: mean overlap over the 6 histogram and 12 scalar features of "
         "`deeporb.evaluation.music_stats` (1 = same distribution, 0 = disjoint); in brackets histograms / scalars. "
         f"The last rows are real training excerpts of each corpus (at most {args.real}), what a perfect style reaches.",
@@ -129,7 +131,7 @@ def markdown(res: dict, args, seconds: float) -> str:
         + ". Features won (higher overlap with the own corpus than with the other, of "
         + f"{res['features']}): " + ", ".join(f"`{s}` {res['won'][s]}" for s in CORPORA) + ".",
         "",
-        f"Means of a few features (per {fmt(res['quarters'], 0)}-quarter excerpt or sample):",
+        "Means of a few features (per excerpt or sample):",
         "",
         f"| feature | {a} test | `style={a}` | `style={b}` | {b} test |",
         "|---|---:|---:|---:|---:|",
@@ -140,9 +142,8 @@ def markdown(res: dict, args, seconds: float) -> str:
         lines.append(f"| {feature} | {fmt(ra[a]['rows'][feature]['ref_mean'], 2)} | "
                      f"{fmt(ra[a]['rows'][feature]['gen_mean'], 2)} | {fmt(rb[a]['rows'][feature]['gen_mean'], 2)} | "
                      f"{fmt(rb[b]['rows'][feature]['ref_mean'], 2)} |")
-    lines += ["", f"Both styles are written in {res['meter']}: with no primer the sampler uses the commonest time "
-              "signature of all training pieces (`SessionFacts.meter`, pooled over the two sessions), whatever the "
-              "style. The ensemble the style word makes the model draw (above) sets polyphony and much of the pitch "
+    lines += ["", "Each style is written in its own commonest meter (`SessionFacts.meter(style)`). "
+              "The ensemble the style word makes the model draw (above) sets polyphony and much of the pitch "
               "range by itself; the per-feature counts show how far the rest of the statistics follow."]
     holds = all(res["verdict"].values())
     lines += ["", "Claim (each style's samples closer to their own corpus than to the other): "
@@ -180,36 +181,40 @@ def main() -> None:
     session = facts(model)
     if set(session.styles) != set(CORPORA):
         raise SystemExit(f"the checkpoint's styles are {session.styles}, not {CORPORA}")
-    bar = beats_per_bar(session)
     samples, seconds_sampling = {}, {}
     for style in CORPORA:
         print(f"sampling style={style}", flush=True)
         samples[style], seconds_sampling[style] = sample_style(model, style, out / f"samples_{style}",
                                                                args.samples, args.bars)
-    lengths = [r.bars * 4 * int(r.time_signature.split("/")[0]) / int(r.time_signature.split("/")[1])
-               for s in CORPORA for r in samples[s]]
-    quarters = math.ceil(float(np.median(lengths)) / bar - 1e-9) * bar
+    # each style is written in its own commonest meter, so each has its own bar and length
+    bar = {s: 4 * session.meter(s).signatures[0][0] / session.meter(s).signatures[0][1] for s in CORPORA}
+    quarters = {}
+    for s in CORPORA:
+        lengths = [r.bars * 4 * int(r.time_signature.split("/")[0]) / int(r.time_signature.split("/")[1])
+                   for r in samples[s]]
+        quarters[s] = math.ceil(float(np.median(lengths)) / bar[s] - 1e-9) * bar[s]
     print("comparing", flush=True)
     split = {name: reference_pieces(session, name) for name in ("train", "val", "test")}
     test, train_pieces = ({c: [p for p in split[name] if p["session"] == c] for c in CORPORA}
                           for name in ("test", "train"))
-    reference = {c: [e for p in test[c] for e in excerpts(p, quarters)] for c in CORPORA}
-    real = {c: evenly([e for p in train_pieces[c] for e in excerpts(p, quarters)], args.real) for c in CORPORA}
-    sets = {**{f"style {s}": [as_piece(r) for r in samples[s]] for s in CORPORA},
-            **{f"real {c}": real[c] for c in CORPORA}}
+    # a set is compared with excerpts as long as its own pieces: reference[style whose length, corpus]
+    reference = {(s, c): [e for p in test[c] for e in excerpts(p, quarters[s])] for s in CORPORA for c in CORPORA}
+    real = {c: evenly([e for p in train_pieces[c] for e in excerpts(p, quarters[c])], args.real) for c in CORPORA}
+    sets = {**{f"style {s}": ([as_piece(r) for r in samples[s]], s) for s in CORPORA},
+            **{f"real {c}": (real[c], c) for c in CORPORA}}
     res: dict = {
-        "checkpoint": ckpt, "steps": metrics["global_step"], "meter": ", ".join(sorted({str(r.time_signature) for s in CORPORA for r in samples[s]})),
+        "checkpoint": ckpt, "steps": metrics["global_step"], "meter": {s: ", ".join(sorted({str(r.time_signature) for r in samples[s]})) for s in CORPORA},
         "quarters": quarters, "test": {c: len(test[c]) for c in CORPORA},
         "pieces": {c: sum(p["session"] == c for pieces in split.values() for p in pieces) for c in CORPORA},
-        "excerpts": {c: len(reference[c]) for c in CORPORA},
+        "excerpts": {c: len(reference[c, c]) for c in CORPORA},
         "ensembles": {s: dict(Counter("+".join(sorted(r.played)) or "(silent)" for r in samples[s]).most_common())
                       for s in CORPORA},
         "notes_median": {s: int(np.median([r.notes for r in samples[s]])) for s in CORPORA},
         "sample_seconds": seconds_sampling,
-        "overlap": {name: {c: summary(compare_sets(pieces, reference[c], beats_per_bar=bar,
+        "overlap": {name: {c: summary(compare_sets(pieces, reference[length, c], beats_per_bar=bar[length],
                                                    resolution=session.encoding.resolution))
                            for c in CORPORA}
-                    for name, pieces in sets.items()},
+                    for name, (pieces, length) in sets.items()},
     }
     res["verdict"] = {s: res["overlap"][f"style {s}"][s]["all"] > res["overlap"][f"style {s}"][o]["all"]
                       for s, o in (CORPORA, CORPORA[::-1])}
