@@ -1,5 +1,7 @@
 """The layer table in docs/architecture.md is the law: no upward import, no cycle, no module
-without a row, and no row that names nothing. Imports inside functions count."""
+without a row, and no row that names nothing. Imports inside functions count, and so do
+relative imports and dynamic ones (``importlib.import_module("deeporb...")``, ``__import__``,
+and a dotted ``"deeporb.x.y"`` string such as a Hydra ``_target_`` built in code)."""
 
 from __future__ import annotations
 
@@ -35,15 +37,43 @@ def row_of(path: Path, table) -> tuple[str, int, list[str]] | None:
     return max(matches, key=lambda r: len(r[0])) if matches else None
 
 
-def imports_of(path: Path) -> set[str]:
-    """Every module a file imports, anywhere in it (``from a import b`` counts as a.b when a.b is a module)."""
+DYNAMIC = {"import_module", "__import__"}
+DOTTED = re.compile(r"^deeporb(\.\w+)+$")
+
+
+def _package_of(path: Path) -> list[str]:
+    """The package a file's relative imports start from (``from . import x``)."""
+    name = module_name(path) if path.is_relative_to(ROOT) else path.stem
+    return name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+
+
+def imports_of(path: Path, text: str | None = None) -> set[str]:
+    """Every module a file imports, anywhere in it (``from a import b`` counts as a.b when a.b is a
+    module): plain, relative (resolved against the file's package) and dynamic imports."""
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text() if text is None else text)
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = _package_of(path)[: len(_package_of(path)) - node.level + 1]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if func in DYNAMIC and isinstance(node.args[0].value, str):
+                names.add(node.args[0].value)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if DOTTED.match(node.value):  # a module or module.attribute named as a string
+                parts = node.value.split(".")
+                names.update(".".join(parts[:i]) for i in range(2, len(parts) + 1))
     return names
 
 
@@ -108,3 +138,15 @@ def test_the_checker_sees_function_level_imports(tmp_path):
     source = tmp_path / "m.py"
     source.write_text("def f():\n    from deeporb.stages import sample\n    import torch\n")
     assert {"deeporb.stages", "deeporb.stages.sample", "torch"} <= imports_of(source)
+
+
+def test_the_checker_sees_relative_and_dynamic_imports():
+    text = (
+        "from . import loop\nfrom ..stages import sample\nimport importlib\n"
+        "importlib.import_module('deeporb.serve.app')\n__import__('deeporb.render')\n"
+        "TARGET = {'_target_': 'deeporb.stages.encode.encode_session'}\n"
+    )
+    # as if it were deeporb/generation/masks.py: its relative imports resolve from there
+    found = imports_of(ROOT / "deeporb" / "generation" / "masks.py", text)
+    assert {"deeporb.generation.loop", "deeporb.stages.sample", "deeporb.serve.app", "deeporb.render",
+            "deeporb.stages.encode"} <= found
