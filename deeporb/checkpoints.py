@@ -1,15 +1,22 @@
 """Checkpoints: resolve a run folder, read a checkpoint, load the model, the session facts it carries.
 
-This is the package's one ``torch.load``. Each way a checkpoint can be wrong (missing,
-truncated or not a torch file, someone else's checkpoint, an unreadable or mismatched
-vocabulary, weights that do not fit) has its own one-line :class:`UserError`, whoever reads it:
-sampling, evaluation or training's resume and evaluate-only runs.
+This is the package's one ``torch.load``, and it reads a checkpoint as data only
+(``weights_only=True``: tensors, numbers, strings, lists and dicts). A checkpoint is a file
+someone hands you, not code you chose to run: unpickling one in full would run whatever
+objects it holds. Each way a checkpoint can be wrong (missing, truncated or not a torch file,
+holding Python objects, someone else's checkpoint, an unreadable or mismatched vocabulary,
+weights that do not fit) has its own one-line :class:`UserError`, whoever reads it: sampling,
+evaluation, serving or training's resume and evaluate-only runs (whose second read, by
+Lightning, is data only too).
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import pickle
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -53,17 +60,33 @@ def resolve_checkpoint(path: str | Path | None) -> Path:
     )
 
 
+def unreadable(path: str | Path, e: Exception) -> UserError:
+    """The one line for a ``torch.load(weights_only=True)`` of ``path`` that failed with ``e``:
+    the Python object the file would have run when it names one (torch's error names the first
+    global it refused), else what is wrong with the file; never torch's advice to load it unsafely."""
+    where = repr(str(path))
+    code = re.search(r"GLOBAL ([\w.]+)", str(e)) if isinstance(e, pickle.UnpicklingError) else None
+    if code:
+        return UserError(f"checkpoint {where} holds Python objects that loading would run ({code.group(1)}); "
+                         "DeepOrb loads checkpoints as data only: use one written by train.py")
+    text = str(e).split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    why = (lines[0] if lines else type(e).__name__)[:120]
+    return UserError(f"cannot read checkpoint {where} (truncated, or not written by torch.save): {why}")
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """The checkpoint dict of a ``.ckpt`` file or run folder, checked to be a DeepOrb model
     whose weights match its own vocabulary (``state_dict``, ``hyper_parameters`` with
     ``vocab`` and ``session``, and what Lightning keeps for resuming)."""
     path = resolve_checkpoint(path)
     where = repr(str(path))
-    try:  # full unpickling, as Lightning does: a checkpoint is trusted like any code you run
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with warnings.catch_warnings():  # a plain pickle's protocol warning: the error below says it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        first = (str(e).splitlines() or [type(e).__name__])[0][:120]
-        raise UserError(f"cannot read checkpoint {where} (truncated, or not written by torch.save): {first}") from None
+        raise unreadable(path, e) from None
     if not (isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), Mapping)
             and isinstance(ckpt.get("hyper_parameters"), Mapping) and "vocab" in ckpt["hyper_parameters"]):
         raise UserError(f"{where} is not a DeepOrb checkpoint (no weights or vocabulary); pass a file written by train.py")

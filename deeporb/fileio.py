@@ -9,7 +9,14 @@ Two tools, used by everything that writes results:
   final place and swapped in by rename. The temp folder is held by an exclusive ``flock`` on
   its own directory handle for as long as its run lives; the kernel drops the lock when the
   run dies, even on ``kill -9``. So the next staging in the same parent folder can tell a
-  dead run's leftovers from a live run's work and removes them, whatever their PID.
+  dead run's leftovers from a live run's work and removes them, whatever their PID. Only
+  folders carrying DeepOrb's ``staging`` marker are ever removed, and ``final`` is replaced
+  only when the caller's ``replaceable`` says it is DeepOrb's own (a session: its manifest).
+
+- :func:`claim_folder` / :func:`owned_folder`: the one rule for output folders that DeepOrb
+  fills or prunes (sample folders, the server's pieces): a folder is DeepOrb's only when it
+  carries the marker file DeepOrb put there, so nothing it did not write is ever replaced or
+  deleted. Sessions are recognised by their manifest instead (:mod:`deeporb.session_store`).
 
 POSIX only (``fcntl``), like the rest of the package.
 """
@@ -21,10 +28,12 @@ import fcntl
 import os
 import re
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from deeporb.errors import UserError
 from deeporb.workers import pid_alive
 
 
@@ -39,6 +48,8 @@ DIR_MODE = 0o777 & ~_umask()
 
 # `.NAME.tmp-PID-RANDOM` (being built) and `.NAME.old-PID` (the replaced folder, being removed)
 _STAGING = re.compile(r"^\..+\.(tmp|old)-(\d+)(-[^/]*)?$")
+MARKER = ".deeporb"  # in a folder DeepOrb made: one line naming what the folder is for
+STAGING = "staging"  # the marker's kind in both staging folders: only they are ever cleaned up
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -86,7 +97,8 @@ def remove_stale_staging(parent: str | Path) -> list[Path]:
     """Remove the staging folders that dead runs left in ``parent``; return what was removed.
 
     ``.NAME.tmp-*`` folders are stale when nobody holds their lock; ``.NAME.old-PID`` folders
-    (a replaced folder a run was deleting) when their PID is gone.
+    (a replaced folder a run was deleting) when their PID is gone. Either must carry the
+    ``staging`` marker: a folder of someone's that merely matches the names is never touched.
     """
     parent = Path(parent)
     removed = []
@@ -96,7 +108,7 @@ def remove_stale_staging(parent: str | Path) -> list[Path]:
         return removed
     for entry in entries:
         match = _STAGING.match(entry.name)
-        if not match or not entry.is_dir(follow_symlinks=False):
+        if not match or not entry.is_dir(follow_symlinks=False) or not owned_folder(entry.path, STAGING):
             continue
         path = Path(entry.path)
         if match.group(1) == "tmp":
@@ -104,54 +116,157 @@ def remove_stale_staging(parent: str | Path) -> list[Path]:
             if fd is None:
                 continue
             try:
-                shutil.rmtree(path, ignore_errors=True)
+                _remove_staging(path)
             finally:
                 os.close(fd)
         elif _pid_alive(int(match.group(2))):
             continue
         else:
-            shutil.rmtree(path, ignore_errors=True)
+            _remove_staging(path)
         removed.append(path)
     return removed
 
 
+def _remove_staging(folder: Path) -> None:
+    """Delete a staging folder, its marker last: a removal cut short (``kill -9``) leaves a
+    folder still recognisably DeepOrb's, which the next run finishes off."""
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name == MARKER:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+    with contextlib.suppress(OSError):
+        if set(os.listdir(folder)) <= {MARKER}:  # the marker goes only with the last file
+            (folder / MARKER).unlink(missing_ok=True)
+            os.rmdir(folder)
+
+
 def _locked_temp_folder(final: Path) -> tuple[Path, int]:
-    """Make ``.NAME.tmp-PID-RANDOM`` beside ``final`` and lock it (retrying if a cleaner that
-    saw it unlocked for an instant removed it)."""
-    while True:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
-        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+    """Make ``.NAME.tmp-PID-RANDOM`` beside ``final``, lock it, then mark it as staging. A
+    cleaner removes only marked folders it can lock, so none can take this one from us."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
+    fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+    try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            if os.path.samestat(os.fstat(fd), os.stat(tmp)):
-                return tmp, fd
-        except FileNotFoundError:
-            pass
+        atomic_write_text(tmp / MARKER, STAGING + "\n")
+    except BaseException:
         os.close(fd)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp, fd
+
+
+def _move_out(final: Path, old: Path) -> None:
+    """Rename ``final`` to ``old``, marked as staging first: if its removal is cut short, the
+    next run recognises the leftover as DeepOrb's and finishes it."""
+    atomic_write_text(final / MARKER, STAGING + "\n")
+    try:
+        os.replace(final, old)
+    except BaseException:
+        (final / MARKER).unlink(missing_ok=True)
+        raise
+
+
+def _check_replaceable(final: Path, replaceable: Callable[[Path], bool]) -> None:
+    if os.path.lexists(final) and not replaceable(final):
+        raise UserError(f"{str(final)!r} exists and is not DeepOrb's to replace; move it away or pass another name")
 
 
 @contextlib.contextmanager
-def staged_folder(final: str | Path) -> Iterator[Path]:
-    """Yield an empty temp folder beside ``final``; swap it into place when the block ends.
+def staged_folder(final: str | Path, replaceable: Callable[[Path], bool]) -> Iterator[Path]:
+    """Yield a new temp folder beside ``final``; swap it into place when the block ends. It
+    holds only the ``staging`` marker (``.deeporb``), which is taken out before the swap.
 
-    If the block raises, the temp folder is removed and ``final`` is untouched. Stale staging
-    folders of dead runs in the same parent are removed first. The swap is two renames
-    (old out, new in), so there is an instant without ``final``, never a half-built one.
+    An existing ``final`` is replaced only when ``replaceable(final)`` is true: the caller
+    says what its own folders look like (a session has its manifest), so no caller can
+    replace someone's folder by accident. It is asked before the block and again at the swap;
+    a no raises :class:`UserError` and leaves ``final`` untouched. If the block raises, the
+    temp folder is removed and ``final`` is untouched. Stale staging folders of dead runs in
+    the same parent are removed first. The swap is two renames (old out, new in), so there is
+    an instant without ``final``, never a half-built one.
     """
     final = Path(final)
+    _check_replaceable(final, replaceable)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(final.parent)
     tmp, fd = _locked_temp_folder(final)
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    moved = False  # final renamed to old: ours to delete
     try:
         yield tmp
         os.chmod(tmp, DIR_MODE)  # mkdtemp makes 0700
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
+        (tmp / MARKER).unlink()
+        if os.path.lexists(final):
+            _check_replaceable(final, replaceable)
+            _move_out(final, old)
+            moved = True
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            if moved:  # put the old folder back rather than lose both
+                os.replace(old, final)
+                moved = False
+                (final / MARKER).unlink(missing_ok=True)
+            raise
     finally:
         try:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
+            if tmp.is_dir():
+                _remove_staging(tmp)
+            if moved:
+                _remove_staging(old)
         finally:
             os.close(fd)
+
+
+def owned_folder(folder: str | Path, kind: str) -> bool:
+    """True when ``folder`` carries DeepOrb's marker for ``kind`` (e.g. ``samples``, ``pieces``)."""
+    try:
+        return (Path(folder) / MARKER).read_text().strip() == kind
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def claim_folder(folder: str | Path, kind: str, setting: str = "out_dir") -> Path:
+    """Make ``folder`` an output folder of ``kind`` that DeepOrb may fill and prune.
+
+    A new or empty folder is created and marked; one already marked for ``kind`` is reused.
+    Anything else (a folder of someone's files, or DeepOrb's of another kind, or a file) is
+    refused with one line: DeepOrb never overwrites or deletes what it did not write. What
+    the running Hydra app wrote on start (``.hydra/``, ``APP.log``) does not count when the
+    folder is its run folder (sample.py's and serve.py's run folder is their out_dir).
+    """
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{setting}={str(folder)!r} is a file, not a folder; pass {setting}=PATH to a new folder")
+    if owned_folder(folder, kind):
+        return folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if {p.name for p in folder.iterdir()} - _hydra_run_files(folder):
+            raise UserError(
+                f"{setting}={str(folder)!r} already holds files DeepOrb did not write there; "
+                f"pass {setting}=PATH to a new or empty folder"
+            )
+        atomic_write_text(folder / MARKER, kind + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write {setting}={str(folder)!r}: {e.strerror or e}; pass a writable {setting}=PATH") from None
+    return folder
+
+
+def _hydra_run_files(folder: Path) -> set[str]:
+    """The names the running Hydra app has written into ``folder`` if it is the app's run
+    folder (its ``.hydra/`` and ``APP.log``); else none. Hydra is not imported here."""
+    module = sys.modules.get("hydra.core.hydra_config")
+    if module is None or not module.HydraConfig.initialized():
+        return set()
+    hydra = module.HydraConfig.get()
+    try:
+        if Path(hydra.runtime.output_dir).resolve() != folder.resolve():
+            return set()
+    except (OSError, ValueError):
+        return set()
+    return {name for name in (hydra.output_subdir, f"{hydra.job.name}.log") if name}

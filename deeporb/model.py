@@ -7,7 +7,9 @@ depend on how many words an encoding spends per note, so encodings compare fairl
 
 The checkpoint is self-contained: its hyper-parameters hold the vocabulary (encoding config
 and instrument keys) and the session statistics, so ``LSTMGenerator.load_from_checkpoint``
-needs nothing else. This module never reads files.
+needs nothing else. They are plain data (dicts, lists, strings, numbers), so the checkpoint
+loads with ``torch.load(weights_only=True)``, the only way DeepOrb loads one. This module
+never reads files.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import SumMetric
 
+from deeporb.data.facts import plain_data
 from deeporb.encoding.grammar import KINDS
 from deeporb.encoding.words import PAD, Vocabulary
 
@@ -74,6 +77,8 @@ class LSTMGenerator(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        for key, value in self.hparams.items():  # a Hydra DictConfig or numpy number would be pickled as code
+            self.hparams[key] = plain_data(value, f"LSTMGenerator's {key}")
         self.vocab = Vocabulary.from_dict(vocab)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler

@@ -177,6 +177,27 @@ class ManifestBuilder:
         self._spool.close()
 
 
+def is_session(folder: Path) -> bool:
+    """True when ``folder`` holds a DeepOrb session: a manifest naming its format and session."""
+    try:
+        data = json.loads((Path(folder) / MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("format"), int) and isinstance(data.get("session"), str)
+
+
+def replaceable_session(folder: Path) -> bool:
+    """Whether encode may replace ``folder`` by a new session: a real folder (not a link) that
+    is a session, or empty. Anything else is someone's, and replacing it would delete it."""
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    try:
+        return is_session(folder) or not any(folder.iterdir())
+    except OSError:
+        return False
+
+
 def load_manifest(session_dir: Path) -> dict:
     path = Path(session_dir) / MANIFEST
     if not path.is_file():

@@ -1,22 +1,27 @@
 """Tests for deeporb/checkpoints.py and deeporb/data/facts.py: run folders resolve, every broken
-checkpoint is its own one-line error, the model is built one way, and the session facts read
-old checkpoints with one set of defaults."""
+checkpoint is its own one-line error (one holding Python objects too, whose payload never runs),
+the model is built one way, what it writes is plain data, and the session facts read old
+checkpoints with one set of defaults."""
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import shutil
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from deeporb.checkpoints import facts, load_generator, read_checkpoint, resolve_checkpoint
-from deeporb.data.facts import SessionFacts
+from deeporb.data.facts import SessionFacts, plain_data
 from deeporb.encoding.words import PAD, EncodingConfig, Vocabulary
 from deeporb.errors import UserError
 from deeporb.model import LSTMGenerator
@@ -31,10 +36,24 @@ SESSION = SessionFacts(
 )
 
 
-def save_trained(path: Path, session: dict | None) -> Path:
+class MakeDir:
+    """Unpickled in full, it makes the folder ``marker``: the stand-in for any code a file runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker,))
+
+
+class Style:
+    """An object a careless caller might hand the model as a hyper-parameter."""
+
+
+def save_trained(path: Path, session: dict | None, vocab=None) -> Path:
     """A checkpoint written by a real ``pl.Trainer`` after one step on random words."""
     torch.manual_seed(0)
-    model = LSTMGenerator(VOCAB.to_dict(), embed_dim=8, hidden_size=16, num_layers=1, dropout=0.0, session=session)
+    model = LSTMGenerator(VOCAB.to_dict() if vocab is None else vocab, embed_dim=8, hidden_size=16, num_layers=1, dropout=0.0, session=session)
     tokens = torch.randint(len(VOCAB), (4, 12))
     tokens[:, -2:] = VOCAB.index[PAD]
     loader = torch.utils.data.DataLoader([{"tokens": t} for t in tokens], batch_size=4)
@@ -96,10 +115,12 @@ def broken(kind: str, ckpt: Path, folder: Path) -> Path:
     elif kind == "foreign":  # someone else's Lightning checkpoint: no vocabulary
         torch.save({"state_dict": {"w": torch.zeros(2)}, "hyper_parameters": {"lr": 1}}, path)
     elif kind == "weights_only":
-        torch.save(torch.load(ckpt, weights_only=False)["state_dict"], path)
+        torch.save(torch.load(ckpt, weights_only=True)["state_dict"], path)
     else:
-        data = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if kind == "unreadable_vocab":
+        data = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if kind == "code":  # a real checkpoint with a payload in its hyper-parameters
+            data["hyper_parameters"]["note"] = MakeDir(folder / "ran")
+        elif kind == "unreadable_vocab":
             data["hyper_parameters"]["vocab"] = {"config": {"no_such_setting": 1}, "instruments": []}
         else:  # another vocabulary than the weights were trained with
             data["hyper_parameters"]["vocab"]["config"]["velocity_bins"] = 16
@@ -112,7 +133,10 @@ def broken(kind: str, ckpt: Path, folder: Path) -> Path:
     [
         ("missing", r"checkpoint '.*missing.ckpt' not found; pass ckpt_path="),
         ("truncated", r"cannot read checkpoint '.*truncated.ckpt' \(truncated, or not written by torch.save\)"),
-        ("pickle", r"cannot read checkpoint '.*pickle.ckpt'"),
+        ("pickle", r"cannot read checkpoint '.*pickle.ckpt' \(truncated, or not written by torch.save\): "
+                   r"Unsupported operand"),
+        ("code", r"checkpoint '.*code.ckpt' holds Python objects that loading would run \(os.makedirs\); "
+                 r"DeepOrb loads checkpoints as data only: use one written by train.py$"),
         ("foreign", r"'.*foreign.ckpt' is not a DeepOrb checkpoint .*pass a file written by train.py"),
         ("weights_only", r"'.*weights_only.ckpt' is not a DeepOrb checkpoint"),
         ("unreadable_vocab", r"checkpoint '.*unreadable_vocab.ckpt' has an unreadable vocabulary"),
@@ -124,14 +148,47 @@ def test_each_broken_checkpoint_is_its_own_one_line_error(kind, expected, ckpt, 
     for read in (read_checkpoint, load_generator, facts):  # every reader says the same line
         message = error_line(lambda r=read: r(path))
         assert re.match(expected, message), message
+        assert "weights_only=False" not in message and "trusted source" not in message  # no advice to load unsafely
+    assert not (tmp_path / "ran").exists()  # the code payload never ran
+
+
+def test_the_code_payload_is_live_so_refusing_it_is_what_kept_it_from_running(ckpt, tmp_path):
+    path = broken("code", ckpt, tmp_path)
+    error_line(lambda: read_checkpoint(path))
+    assert not (tmp_path / "ran").exists()
+    torch.load(path, weights_only=False)  # what reading used to do
+    assert (tmp_path / "ran").is_dir()
 
 
 def test_load_generator_builds_the_trained_model_for_inference(ckpt):
     model = load_generator(ckpt.parents[1])
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     assert model.checkpoint_path == ckpt and not model.training
     assert model.vocab == VOCAB and model.hparams.hidden_size == 16
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+
+
+# ---------------------------------------------------------------------------------------
+# what a checkpoint holds: plain data
+
+
+def test_a_model_made_from_hydra_containers_and_numpy_numbers_writes_plain_data(tmp_path):
+    session = {**SESSION.to_dict(), "qpm_median": np.float64(90.0), "seq_len": np.int64(64),
+               "time_signatures": Counter({"3/4": 5, "4/4": 2}), "sessions_dir": Path("/data/sessions")}
+    path = save_trained(tmp_path / "hydra.ckpt", session, vocab=OmegaConf.create(VOCAB.to_dict()))
+    hparams = torch.load(path, weights_only=True)["hyper_parameters"]  # loads as data only
+    assert type(hparams["vocab"]) is dict and type(hparams["session"]["time_signatures"]) is dict
+    assert type(hparams["session"]["qpm_median"]) is float and type(hparams["session"]["seq_len"]) is int
+    assert hparams["session"]["sessions_dir"] == "/data/sessions"
+    assert facts(path) == SESSION and load_generator(path).vocab == VOCAB
+
+
+def test_a_value_that_is_not_plain_data_is_refused_where_the_checkpoint_is_made():
+    assert plain_data(OmegaConf.create({"a": [1, {"b": 2.5}]})) == {"a": [1, {"b": 2.5}]}
+    assert plain_data((np.int32(3), np.arange(2))) == (3, [0, 1])
+    with pytest.raises(TypeError, match=r"^LSTMGenerator's session.style is a [\w.]*Style; "
+                                        r"a checkpoint holds plain data only"):
+        LSTMGenerator(VOCAB.to_dict(), embed_dim=8, hidden_size=8, session={"style": Style()})
 
 
 # ---------------------------------------------------------------------------------------

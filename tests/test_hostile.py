@@ -19,7 +19,7 @@ from midi_factory import make_midi, scale
 from deeporb.decode import decode_path
 from deeporb.encoding.words import EncodingConfig, Vocabulary, decode_words
 from deeporb.errors import UserError
-from deeporb.fileio import atomic_write_bytes, remove_stale_staging, staged_folder
+from deeporb.fileio import MARKER, STAGING, atomic_write_bytes, remove_stale_staging, staged_folder
 from deeporb.instruments import RESERVED_KEYS
 from deeporb.midi import read_midi
 from deeporb.session_store import CACHE_DIR, load_manifest, load_note_file, scan_note_files
@@ -174,28 +174,68 @@ def test_stale_staging_of_dead_runs_is_removed_and_live_staging_kept(tmp_path):
     dead_old = sessions / ".x.old-999999"
     for d in (dead_tmp, dead_old):
         atomic_write_bytes(d / "violin" / "a.json", b"{}")
+        (d / MARKER).write_text(STAGING + "\n")
+    # someone's folders that merely look like staging: no marker, so never removed
+    lookalikes = [sessions / ".photos.tmp-999999-2019", sessions / ".thesis.old-999999"]
+    for d in lookalikes:
+        atomic_write_bytes(d / "keep.txt", b"mine")
     live = sessions / ".y.tmp-1-live"
     live.mkdir()
+    (live / MARKER).write_text(STAGING + "\n")
     fd = os.open(live, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         make_midi(tmp_path / "m" / "a.mid", [{"name": "a", "notes": scale()}])
         encode_session(midi_dir=str(tmp_path / "m"), session="x", sessions_dir=str(sessions), workers=1,
                        progress=False)
-        assert sorted(p.name for p in sessions.iterdir()) == [".y.tmp-1-live", "x"]
+        assert sorted(p.name for p in sessions.iterdir()) == [".photos.tmp-999999-2019", ".thesis.old-999999",
+                                                              ".y.tmp-1-live", "x"]
+        assert not (sessions / "x" / MARKER).exists()
     finally:
         os.close(fd)
     assert remove_stale_staging(sessions) == [live]
+    assert all((d / "keep.txt").read_bytes() == b"mine" for d in lookalikes)
+
+
+def test_a_removal_cut_short_is_finished_by_the_next_run(tmp_path):
+    old = tmp_path / ".x.old-999999"  # a replaced session whose removal was killed half way
+    (old / "violin").mkdir(parents=True)
+    (old / MARKER).write_text(STAGING + "\n")
+    assert remove_stale_staging(tmp_path) == [old] and not old.exists()
 
 
 def test_a_failed_staging_leaves_the_old_folder_untouched(tmp_path):
     final = tmp_path / "f"
-    with staged_folder(final) as tmp:
+
+    def ours(folder: Path) -> bool:  # what this caller's folders look like
+        return (folder / "a").is_file()
+
+    with staged_folder(final, ours) as tmp:
         (tmp / "a").write_text("1")
-    with pytest.raises(RuntimeError), staged_folder(final) as tmp:
+    with pytest.raises(RuntimeError), staged_folder(final, ours) as tmp:
         (tmp / "a").write_text("2")
         raise RuntimeError
     assert (final / "a").read_text() == "1" and [p.name for p in tmp_path.iterdir()] == ["f"]
+    assert sorted(p.name for p in final.iterdir()) == ["a"]
+
+
+def test_staging_replaces_only_what_its_caller_vouches_for(tmp_path):
+    final = tmp_path / "f"
+    final.mkdir()
+    (final / "thesis.tex").write_text("mine")
+    with pytest.raises(UserError, match="is not DeepOrb's to replace"), staged_folder(final, lambda _: False):
+        raise AssertionError("the block must not run")
+    (tmp_path / "g").write_text("a file")
+    with pytest.raises(UserError, match="is not DeepOrb's to replace"), staged_folder(tmp_path / "g", lambda _: False):
+        raise AssertionError("the block must not run")
+    # vouched for when the work began, but someone's by the time of the swap: still refused
+    with pytest.raises(UserError), staged_folder(tmp_path / "h", lambda p: not (p / "late.txt").exists()) as tmp:
+        (tmp / "new").write_text("new")
+        (tmp_path / "h").mkdir()
+        (tmp_path / "h" / "late.txt").write_text("mine")
+    assert (final / "thesis.tex").read_text() == "mine" and (tmp_path / "g").read_text() == "a file"
+    assert [p.name for p in (tmp_path / "h").iterdir()] == ["late.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "g", "h"]
 
 
 def test_an_unwritable_output_ends_the_run_with_one_line(tmp_path):

@@ -55,7 +55,7 @@ def test_samples_land_in_the_run_folder_with_their_page(logged_run):
     folders = sorted((out / "samples").iterdir())
     assert [f.name for f in folders] == ["epoch000-step000003"]
     files = sorted(p.name for p in folders[0].iterdir())
-    assert files == ["index.html", "sample_000.mid", "sample_000.png", "sample_000.wav",
+    assert files == [".deeporb", "index.html", "sample_000.mid", "sample_000.png", "sample_000.wav",
                      "sample_001.mid", "sample_001.png", "sample_001.wav", "samples.json"]
     assert f"samples of the last validation: {folders[0] / 'index.html'}" in report
 

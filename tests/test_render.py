@@ -140,3 +140,36 @@ def test_render_wav_with_fluidsynth(tmp_path):
     wav, rate = rendered(tmp_path, "x", *tracks, synth="fluidsynth", sample_rate=22050)
     assert rate == 22050 and wav.shape[0] == 2 and wav.shape[1] >= 1.5 * 22050
     assert np.abs(wav).max() > 0.003  # not silence
+
+
+def test_midi_seconds_follow_the_tempo_map_as_pretty_midi_does(tmp_path):
+    import pretty_midi
+
+    tempos = [(0.0, 120.0), (2.0, 60.0), (3.0, 4.0), (3.5, 60_000_000.0)]
+    midi = write_midi(tmp_path / "map.mid", [track("piano", [60, 62, 64, 65, 67], [0, 1, 2, 3, 4])], tempos=tempos)
+    assert audio.midi_seconds(midi) == pytest.approx(pretty_midi.PrettyMIDI(str(midi)).get_end_time(), rel=1e-6)
+    assert audio.midi_seconds(midi) == pytest.approx(1.0 + 1.0 + 7.5, rel=1e-6)  # the last 1.5 quarters: 1.5 us
+
+
+def test_a_piece_over_the_render_limit_is_refused_before_synthesis(tmp_path):
+    """A tempo MIDI holds (3.58 qpm) once made a 1.78 GB WAV: render_wav now reads the length
+    first, so no caller can forget the limit (issue 17)."""
+    midi = write_midi(tmp_path / "slow.mid", [track("piano", [60, 64, 67, 72], [0, 1, 2, 3])],
+                      tempos=[(0.0, 60e6 / 0xFFFFFF)])  # 4 quarters of 16.8 s
+    with pytest.raises(UserError, match=r"^the piece lasts 67 s, over render.max_seconds=60; lower bars"):
+        audio.render_wav(midi, tmp_path / "slow.wav", max_seconds=60)
+    assert not (tmp_path / "slow.wav").exists()
+    with pytest.raises(UserError, match="render.max_seconds must be above 0"):
+        audio.check_render_length(1.0, 0)
+    wav, rate = audio.read_wav(audio.render_wav(midi, tmp_path / "slow.wav", sample_rate=8000))
+    assert wav.shape[1] / rate == pytest.approx(4 * 0xFFFFFF / 1e6 + audio.TAIL_SECONDS, rel=0.005)  # under 600 s
+
+
+def test_a_piece_at_one_microsecond_a_quarter_renders_its_release_tail(tmp_path):
+    """The tail used to be written at the piece's tempo: a billion ticks after the last note,
+    more than a MIDI delta time holds, and the synthesizer refused the file."""
+    wav, rate = audio.read_wav(audio.render_wav(
+        write_midi(tmp_path / "fast.mid", [track("piano", [60, 64, 67], [0, 1, 2])], tempos=[(0.0, 60e6)]),
+        tmp_path / "fast.wav"))
+    assert rate == audio.BUILTIN_RATE and wav.shape[0] == 2
+    assert abs(wav.shape[1] / rate - audio.TAIL_SECONDS) < 0.01

@@ -251,6 +251,29 @@ def test_candidates_apply_temperature_top_k_and_top_p():
     assert choose(masked, 0.0, 0, 1.0, g).tolist() == [1]
 
 
+FILTERS = [(0, 1.0), (0, 0.9), (3, 1.0), (3, 0.5), (300, 0.95)]  # (top_k, top_p): every draw path
+
+
+@pytest.mark.parametrize("top_k,top_p", FILTERS)
+def test_a_vanishing_temperature_draws_greedily_on_every_path(top_k, top_p):
+    """logits / 1e-300 overflowed float32 to inf and nan: the sorted paths picked index -1,
+    which failed every request batched beside it in serve.py (issue 17)."""
+    rows = torch.randn(64, 300) * 4
+    rows[::2, ::3] = -math.inf
+    g = torch.Generator().manual_seed(0)
+    for temperature in (1e-300, 1e-7, 5e-324):
+        assert torch.equal(choose(rows, temperature, top_k, top_p, g), rows.argmax(-1)), temperature
+
+
+@pytest.mark.parametrize("top_k,top_p", FILTERS)
+def test_a_row_with_one_allowed_word_draws_it_at_any_temperature(top_k, top_p):
+    rows = torch.full((4, 300), -math.inf)
+    rows[torch.arange(4), torch.tensor([0, 17, 150, 299])] = torch.tensor([-1e30, 0.0, 5.0, 1e30])
+    g = torch.Generator().manual_seed(0)
+    for temperature in (0.0, 1e-300, 1e-6, 1e-3, 0.7, 1.0, 3.0, 1e30, 1e300, math.inf):
+        assert choose(rows, temperature, top_k, top_p, g).tolist() == [0, 17, 150, 299], temperature
+
+
 def test_tidy_notes_cuts_overlaps_of_one_pitch():
     grid = GridNotes(
         onset=np.array([0, 0, 6, 6, 24]),
@@ -453,7 +476,7 @@ def test_unknown_instrument_and_bad_settings(model, tmp_path):
         sample(SampleConfig(out_dir=tmp_path, instruments=["banjo"], render=no_render()), model=model)
     with pytest.raises(UserError, match="top_p"):
         sample(SampleConfig(out_dir=tmp_path, top_p=0.0, render=no_render()), model=model)
-    with pytest.raises(UserError, match="at least 1"):
+    with pytest.raises(UserError, match=r"bars must be between 1 and 1,024 \(got 0\)"):
         sample(SampleConfig(out_dir=tmp_path, bars=0, render=no_render()), model=model)
 
 

@@ -109,13 +109,13 @@ def test_run_folder_holds_checkpoints_metrics_and_the_learning_rate(short_run):
 def test_resume_continues_the_step_count_and_the_optimizer(short_run, chorale_sessions_dir, tmp_path):
     first, _ = short_run
     last = first / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["global_step"] == 6
+    assert torch.load(last, weights_only=True)["global_step"] == 6
     run(tmp_path, chorale_sessions_dir, f"ckpt_path={last}", "trainer.max_steps=10",
         "trainer.val_check_interval=3", "trainer.log_every_n_steps=1", "trainer.num_sanity_val_steps=0")
     assert json.loads((tmp_path / "metrics.json").read_text())["global_step"] == 10
     steps = [s for s, _ in logged(tmp_path, "train/loss")]
     assert steps == [6, 7, 8, 9]  # only the four new steps were trained
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     adam = ckpt["optimizer_states"][0]["state"][0]
     assert int(adam["step"]) == 10  # AdamW's moments carried on from step 6
 
@@ -161,7 +161,7 @@ def test_checkpoint_loads_in_a_fresh_process_with_no_config(short_run):
     assert session["qpm_median"] > 0 and sum(session["time_signatures"].values()) >= 6
     assert {session[k] for k in ("val_fraction", "test_fraction")} == {0.1}
     assert session["instruments_filter"] is None and Path(session["sessions_dir"]).is_dir()
-    ckpt = torch.load(first / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(first / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["deeporb_config"]["model"]["hidden_size"] == 32  # the run config rides along
 
 

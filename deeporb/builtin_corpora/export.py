@@ -5,7 +5,8 @@ for a chorale or a folk tune to minutes for a whole Beethoven quartet), so the r
 under ``cache_dir/<name>/``: existing ``.mid`` files are never re-exported, and pieces that cannot
 be exported are recorded in ``.export.json`` so a second call does not re-parse them. That
 manifest also records the exporter and music21 versions; a cache made by other versions is
-deleted and rebuilt. Every file is written atomically (``deeporb.fileio``), so an interrupted
+deleted and rebuilt. A folder without that manifest is someone's: if it holds anything, it is
+refused untouched. Every file is written atomically (``deeporb.fileio``), so an interrupted
 export never leaves a truncated ``.mid`` behind. Pieces convert in ``deeporb.workers``' pool.
 
 This module never imports torch, nor music21 until a piece has to be converted.
@@ -26,6 +27,7 @@ from typing import Any
 
 from deeporb.builtin_corpora.convert import convert_piece
 from deeporb.builtin_corpora.specs import DATASETS, Piece, SkipPiece, corpus_root, get_spec
+from deeporb.errors import UserError
 from deeporb.fileio import atomic_write_bytes, atomic_write_text
 from deeporb.workers import WorkerPool
 
@@ -205,15 +207,26 @@ def _save_manifest(out_dir: Path, skipped: dict[str, str]) -> None:
 def _open_cache(name: str, out_dir: Path) -> dict[str, str]:
     """Validate the cache folder and return its recorded skips.
 
-    A folder without a manifest, or made by another exporter/music21 version, is stale: its
-    .mid files are deleted (they may carry since-fixed conversion bugs) and a fresh manifest
-    is written before anything new is exported, so every .mid present is always current.
+    A folder made by another exporter/music21 version is stale: its .mid files are deleted
+    (they may carry since-fixed conversion bugs) and a fresh manifest is written before
+    anything new is exported, so every .mid present is always current. Only a folder whose
+    manifest says it is an export folder is ever emptied; a folder without one that holds
+    anything is someone's, and is refused untouched.
     """
     try:
         data = json.loads((out_dir / MANIFEST_FILE).read_text())
     except (OSError, ValueError):
         data = None
-    if isinstance(data, dict) and data.get("signature") == _signature():
+    if not (isinstance(data, dict) and "signature" in data):
+        theirs = [p for p in out_dir.iterdir() if not p.name.startswith(f".{MANIFEST_FILE}.")]  # ours: a cut write
+        if theirs:
+            raise UserError(
+                f"{str(out_dir)!r} holds files the dataset export did not write (no readable {MANIFEST_FILE}); "
+                "pass datasets_dir=PATH to a new or empty folder"
+            )
+        _save_manifest(out_dir, {})
+        return {}
+    if data.get("signature") == _signature():
         skipped = data.get("skipped")
         return {str(k): str(v) for k, v in skipped.items()} if isinstance(skipped, dict) else {}
     stale = sorted(out_dir.glob("*.mid"))

@@ -4,20 +4,46 @@ The DataModule writes it once (:meth:`deeporb.data.datamodule.SessionDataModule.
 into the model's hyper-parameters as ``session=``; sampling, evaluation and training read it
 back through :meth:`SessionFacts.from_dict`, the one place that says what a fact means when
 an older checkpoint lacks it. The record is plain data (no paths opened, no torch), so a
-checkpoint stays readable by ``yaml``/``json`` tools.
+checkpoint stays readable by ``yaml``/``json`` tools and by ``torch.load(weights_only=True)``:
+:func:`plain_data` is what makes a value fit to be written into a checkpoint.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import PurePath
+from typing import Any
 
 from deeporb.encoding.words import EncodingConfig, Meter, Vocabulary
 from deeporb.errors import UserError
 from deeporb.instruments import key_program
 
 SPLIT_FACTS = ("names", "sessions_dir", "val_fraction", "test_fraction")
+PLAIN = (str, int, float, bool, bytes, type(None))
+
+
+def plain_data(value: Any, where: str = "value") -> Any:
+    """``value`` as data a checkpoint can hold and ``torch.load(weights_only=True)`` reads back
+    without running code: mappings (a Hydra ``DictConfig``, a ``Counter``) become dicts, lists
+    and ``ListConfig`` lists, tuples stay tuples, paths become strings, numpy scalars and arrays
+    Python numbers and lists. Anything else is a ``TypeError`` naming ``where`` it is, raised
+    when the checkpoint is made rather than a file that no DeepOrb app will load."""
+    if type(value) in PLAIN:  # exactly: numpy.float64 is a float and a str Enum a str, both pickled as objects
+        return value
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return plain_data(value.tolist(), where)
+    if isinstance(value, Mapping):
+        return {plain_data(k, f"a key of {where}"): plain_data(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(plain_data(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [plain_data(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, PurePath):
+        return str(value)
+    raise TypeError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}; "
+                    "a checkpoint holds plain data only (dicts, lists, strings, numbers)")
 
 
 @dataclass(frozen=True)
@@ -47,7 +73,8 @@ class SessionFacts:
     style_time_signatures: dict[str, dict[str, int]] = field(default_factory=dict)  # style -> "N/D" -> pieces
 
     def to_dict(self) -> dict:
-        """Plain lists and dicts, as the checkpoint's ``hparams.session`` stores them."""
+        """Plain lists and dicts, as the checkpoint's ``hparams.session`` stores them (numpy
+        counts from the data become Python numbers: :func:`plain_data`)."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -58,7 +85,7 @@ class SessionFacts:
             elif isinstance(value, dict):
                 value = {k: dict(v) if isinstance(v, Mapping) else v for k, v in value.items()}
             out[f.name] = value
-        return out
+        return plain_data(out, "session")
 
     @classmethod
     def from_dict(cls, d: Mapping | None, vocab: Vocabulary | None = None) -> SessionFacts:

@@ -22,6 +22,7 @@ never sampled, so the parts of one sample always share a meter.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,15 @@ from deeporb.generation.prompts import Primer, bar_grid, build_prompts, score_pr
 from deeporb.midi import Track
 
 SHORT_BAR_QUARTERS = 1  # a bar this short or shorter makes `bars` mislead (see short_bar_warning)
+# Sizes, checked before any work (issue 17). The loop keeps every word it draws until the end:
+# rows (num_samples, times the parts in the tracks view) x bars x words a bar (20 to 100 in
+# music, at most MAX_BAR_WORDS = 512), and takes about that many model steps in bars x words.
+MAX_BARS = 1024  # 34 minutes of 4/4 at 120 qpm, minutes of CPU; more ran for hours before this
+MAX_NUM_SAMPLES = 1024  # rows of one batch; more samples: run again with another seed
+MAX_SAMPLE_BARS = 16_384  # num_samples x bars a run (16 x 1024, 1024 x 16): at most ~8.5M words a part
+# tempo (quarter notes per minute): MIDI holds 60e6 / 0xFFFFFF = 3.58 up to 60e6 (1 us a quarter);
+# from 4 a quarter lasts 15 s at most, and above 1000 notes blur into a buzz
+MIN_TEMPO, MAX_TEMPO = 4.0, 1000.0
 
 
 @dataclass
@@ -44,7 +54,7 @@ class Settings:
 
     bars: int = 16  # most bars to write (after the primer), counted in the meter's bars
     min_bars: int | None = None  # score view: the model may end a piece from here on; None: = bars
-    temperature: float = 1.0  # <= 0: greedy
+    temperature: float = 1.0  # <= 0 or below 1e-6 (draw.GREEDY_BELOW): greedy
     top_k: int = 0  # keep the k likeliest words (0: off)
     top_p: float = 0.95  # nucleus sampling (1.0: off)
     seed: int = 0
@@ -178,10 +188,32 @@ def short_bar_warning(meter: Meter, bars: int, vocab: Vocabulary) -> str | None:
 # checks
 
 
+def check_sizes(settings: Settings, num_samples: int) -> None:
+    """One :class:`UserError` for the first size or number out of bounds: what needs no
+    checkpoint, so a caller can refuse before loading one (:func:`check_settings` repeats it)."""
+    if not 1 <= settings.bars <= MAX_BARS:
+        raise UserError(f"bars must be between 1 and {MAX_BARS:,} (got {settings.bars:,}); "
+                        f"{MAX_BARS:,} bars of 4/4 at 120 qpm last 34 minutes")
+    if not 1 <= num_samples <= MAX_NUM_SAMPLES:
+        raise UserError(f"num_samples must be between 1 and {MAX_NUM_SAMPLES:,} (got {num_samples:,}); "
+                        "for more, run again with another seed")
+    if num_samples * settings.bars > MAX_SAMPLE_BARS:
+        fits = MAX_SAMPLE_BARS // settings.bars
+        runs = -(-num_samples // fits)
+        raise UserError(f"num_samples x bars = {num_samples * settings.bars:,} is over {MAX_SAMPLE_BARS:,} bars a run; "
+                        f"split the work into {runs} runs of at most num_samples={fits}, each with its own seed")
+    if not math.isfinite(float(settings.temperature)):
+        raise UserError(f"temperature must be a finite number (got {settings.temperature}); "
+                        "0 or less (or below 1e-6) is greedy")
+    if settings.tempo is not None and not MIN_TEMPO <= float(settings.tempo) <= MAX_TEMPO:
+        raise UserError(f"tempo must be between {MIN_TEMPO:g} and {MAX_TEMPO:g} quarter notes per minute "
+                        f"(got {settings.tempo}); null: the primer's, else the training median")
+
+
 def check_settings(settings: Settings, num_samples: int, vocab: Vocabulary, view: str) -> None:
-    """One :class:`UserError` for the first setting this checkpoint cannot honour."""
-    if num_samples < 1 or settings.bars < 1:
-        raise UserError(f"num_samples and bars must be at least 1 (got {num_samples}, {settings.bars})")
+    """One :class:`UserError` for the first setting out of bounds (:func:`check_sizes`) or that
+    this checkpoint cannot honour."""
+    check_sizes(settings, num_samples)
     if settings.min_bars is not None and not 1 <= settings.min_bars <= settings.bars:
         raise UserError(f"min_bars must be between 1 and bars={settings.bars} (got {settings.min_bars}); "
                         "null means bars")
@@ -190,8 +222,6 @@ def check_settings(settings: Settings, num_samples: int, vocab: Vocabulary, view
                         "each part is its own sequence and cannot end the piece; leave min_bars=null")
     if not 0.0 < settings.top_p <= 1.0 or settings.top_k < 0:
         raise UserError(f"need 0 < top_p <= 1 and top_k >= 0 (got top_p={settings.top_p}, top_k={settings.top_k})")
-    if settings.tempo is not None and not 0 < float(settings.tempo) <= 1000:
-        raise UserError(f"tempo must be in quarter notes per minute, 0 < tempo <= 1000 (got {settings.tempo})")
     if not vocab.instruments:
         raise UserError("the checkpoint's vocabulary has no instruments to generate")
     unknown = [k for k in settings.instruments or [] if k not in vocab.instruments]
@@ -208,17 +238,11 @@ def check_settings(settings: Settings, num_samples: int, vocab: Vocabulary, view
                         "(one session); leave style=null")
 
 
-# ---------------------------------------------------------------------------------------
-# the path
-
-
-def compose(model, settings: Settings, num_samples: int, primer: Primer | None = None) -> list[Composition]:
-    """``num_samples`` pieces from a loaded model (no files written); ``primer`` from
-    :func:`deeporb.generation.prompts.load_primer`."""
-    vocab, session = model.vocab, facts(model)
-    view = session.view
-    check_settings(settings, num_samples, vocab, view)
-    named = list(dict.fromkeys(settings.instruments)) if settings.instruments else None
+def layout(
+    settings: Settings, session: SessionFacts, primer: Primer | None, vocab: Vocabulary
+) -> tuple[Meter, list[tuple[float, float]], int]:
+    """The meter (from the primer's start), the output's tempo map and the first grid step
+    written: what :func:`compose` lays a piece on, known before any generation."""
     meter = primer.meter if primer else session.meter(settings.style)
     if settings.tempo is not None:
         tempos = [(0.0, float(settings.tempo))]
@@ -230,6 +254,30 @@ def compose(model, settings: Settings, num_samples: int, primer: Primer | None =
     if start_step:
         start_q = start_step / vocab.config.resolution
         tempos = [(0.0, [t for q, t in tempos if q <= start_q][-1])]
+    return meter, tempos, start_step
+
+
+def longest_seconds(settings: Settings, session: SessionFacts, primer: Primer | None, vocab: Vocabulary) -> float:
+    """How long the pieces of these settings last when every bar asked is written (kept primer
+    bars too; notes ringing past the last bar line aside): the render limit is checked on
+    this before any generation, not on a WAV after it."""
+    meter, tempos, start_step = layout(settings, session, primer, vocab)
+    lines, _ = bar_grid(meter, (primer.bars if primer else 0) + settings.bars, vocab.config)
+    return seconds_at((int(lines[-1]) - start_step) / vocab.config.resolution, tempos)
+
+
+# ---------------------------------------------------------------------------------------
+# the path
+
+
+def compose(model, settings: Settings, num_samples: int, primer: Primer | None = None) -> list[Composition]:
+    """``num_samples`` pieces from a loaded model (no files written); ``primer`` from
+    :func:`deeporb.generation.prompts.load_primer`."""
+    vocab, session = model.vocab, facts(model)
+    view = session.view
+    check_settings(settings, num_samples, vocab, view)
+    named = list(dict.fromkeys(settings.instruments)) if settings.instruments else None
+    meter, tempos, start_step = layout(settings, session, primer, vocab)
     draw = dict(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
     run = dict(draw, seed=settings.seed, min_bars=settings.min_bars, view=view)
     draw_style = bool(vocab.styles) and settings.style is None

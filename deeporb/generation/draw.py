@@ -7,6 +7,10 @@ from itertools import groupby
 import torch
 
 NUCLEUS_GUESS = 32  # candidates searched for the top-p nucleus before sorting whole rows
+# a temperature below this draws greedily: logits / 1e-300 overflow float32 (1e-300 *is* 0.0
+# there) to inf and nan, and from 1e-6 down the likeliest word already takes all the weight
+# unless another lies within float32 noise of it
+GREEDY_BELOW = 1e-6
 
 
 def candidates(
@@ -19,8 +23,10 @@ def candidates(
     back. Masked words (-inf) get weight 0; the word that crosses ``top_p`` is kept, so at
     least one candidate always remains.
     """
-    if temperature != 1.0:
-        logits = logits / temperature
+    if temperature != 1.0:  # from the row's best at 0, so dividing may underflow to -inf but never
+        # overflow to +inf or nan; an infinite temperature would make masked words nan (-inf / inf)
+        top = logits.amax(-1, keepdim=True)
+        logits = (logits - torch.where(torch.isfinite(top), top, torch.zeros_like(top))) / min(temperature, 1e30)
     size = logits.shape[-1]
     use_k, use_p = 0 < top_k < size, 0.0 < top_p < 1.0
     if not (use_k or use_p):
@@ -58,14 +64,15 @@ def uniforms(rows: int, width: int, generator, device) -> torch.Tensor:
 
 
 def choose(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator) -> torch.Tensor:
-    """One word per row: greedy when ``temperature <= 0``, else a filtered random draw.
+    """One word per row: greedy when ``temperature`` is 0 or less or below :data:`GREEDY_BELOW`,
+    else a filtered random draw. Always a word of the row (never -1), whatever the logits.
 
     ``torch.multinomial`` cost more than the LSTM step at batch 64 on a CPU, so the draw is
     done by hand: Gumbel-max over all words, or the inverse CDF over sorted candidates
     (clamped to the last one with weight, so float rounding can never pick a masked word).
     ``generator``: one for the batch, or one per row (:func:`uniforms`).
     """
-    if temperature <= 0:
+    if not temperature >= GREEDY_BELOW:  # nan too: the caller's checks refuse it, this never crashes
         return logits.argmax(-1)
     weights, order = candidates(logits, temperature, top_k, top_p)
     u = uniforms(weights.shape[0], 1 if order is not None else weights.shape[1], generator, weights.device)
@@ -73,5 +80,5 @@ def choose(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, g
         return (weights.log() - (-u.clamp_min(1e-20).log()).log()).argmax(-1)
     cdf = weights.cumsum(-1)
     pick = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
-    pick = torch.minimum(pick, (weights > 0).sum(-1, keepdim=True) - 1)
+    pick = torch.minimum(pick, (weights > 0).sum(-1, keepdim=True) - 1).clamp_min(0)  # 0: a row of no weight
     return order.gather(1, pick)[:, 0]

@@ -20,6 +20,16 @@ from deeporb.errors import UserError
 from deeporb.instruments import instrument_key
 from deeporb.midi import MidiReadError, read_midi
 
+MAX_PRIMER_BARS = 1024  # as compose.MAX_BARS: a primer's bars are laid out as a grid before it is read
+
+
+def check_primer_bars(primer_bars: int) -> None:
+    """One :class:`UserError` unless ``0 <= primer_bars <= MAX_PRIMER_BARS``: the bar grid of
+    ``primer_bars=1000000000`` alone took 22 GB before this (issue 17)."""
+    if not 0 <= primer_bars <= MAX_PRIMER_BARS:
+        raise UserError(f"primer_bars must be between 0 and {MAX_PRIMER_BARS:,} (got {primer_bars:,}): "
+                        "how many of the primer's first bars open each piece")
+
 
 def bar_grid(meter: Meter, nbars: int, config: EncodingConfig) -> tuple[np.ndarray, list[list[str]]]:
     """Start steps of the first ``nbars + 1`` bars, and each bar's header words (as encode writes)."""
@@ -60,8 +70,10 @@ def load_primer(path: str | Path, vocab: Vocabulary, primer_bars: int, key_mode:
 
     Only those bars are encoded: notes and time signatures past them are dropped first, so a
     file with a huge delta time (a note a million bars in) costs what its first bars cost.
-    Anything wrong with the file is one :class:`UserError` naming it.
+    Anything wrong with the file, or ``primer_bars`` out of bounds (checked before reading), is
+    one :class:`UserError`.
     """
+    check_primer_bars(primer_bars)
     path = Path(path).expanduser()
     if path.is_dir():
         raise UserError(f"primer {str(path)!r} is a folder; pass primer=FILE.mid (one MIDI file)")
@@ -83,7 +95,7 @@ def load_primer(path: str | Path, vocab: Vocabulary, primer_bars: int, key_mode:
             f"{', '.join(sorted(groups))}; the model knows {', '.join(vocab.instruments) or 'none'}"
         )
     config = vocab.config
-    primer_bars = max(0, int(primer_bars))
+    primer_bars = int(primer_bars)
     horizon = (primer_bars + 1) * config.max_bar_quarters  # quarters: past the end of primer_bars bars
     meter = Meter.from_changes([c for c in piece.time_signatures if c[0] < horizon], config)
     lines, headers = bar_grid(meter, primer_bars, config)

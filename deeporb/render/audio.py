@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import io
+import math
 import shutil
 import subprocess
 import tempfile
@@ -35,6 +36,9 @@ from deeporb.fileio import atomic_write_bytes
 SYNTHS = ("builtin", "fluidsynth")
 BUILTIN_RATE = 48_000  # what midirenderer renders at
 TAIL_SECONDS = 1.0  # rendered after the last event: the release of the last notes
+# longest piece rendered (s, tail aside): 600 s at 48 kHz is a 115 MB WAV and about a minute of
+# synthesis; a primer at MIDI's slowest tempo once made a 1.78 GB one (issue 17)
+MAX_SECONDS = 600.0
 # where Debian/Ubuntu (fluid-soundfont-gm), Fedora and Arch put a General MIDI soundfont
 DEFAULT_SOUNDFONTS = (
     "/usr/share/sounds/sf2/FluidR3_GM.sf2",
@@ -93,15 +97,45 @@ def _soundfont_bytes(path: Path, mtime: float) -> bytes:
     return path.read_bytes()
 
 
-def with_tail(midi_path: Path, seconds: float) -> bytes:
-    """The MIDI file's bytes with a marker ``seconds`` after its last event, so a synthesizer
-    that stops at the last event lets the last notes ring out."""
+def check_render_length(seconds: float, max_seconds: float = MAX_SECONDS) -> None:
+    """One :class:`UserError` when a piece of ``seconds`` is over the render limit (or the limit
+    is no positive number): callers check it before the work, :func:`render_wav` once more."""
+    if not max_seconds > 0:
+        raise UserError(f"render.max_seconds must be above 0 (got {max_seconds})")
+    if seconds > max_seconds:
+        raise UserError(f"the piece lasts {seconds:,.0f} s, over render.max_seconds={max_seconds:g}; "
+                        "lower bars, raise the tempo or render.max_seconds, or set render.audio=false")
+
+
+def midi_seconds(midi) -> float:
+    """When a MIDI file's last event sounds, in seconds through its tempo map (a path or a
+    ``miditoolkit.MidiFile``). Summed change by change, never a table per tick, so a file
+    whose last event lies years out costs nothing."""
     import miditoolkit
 
-    midi = miditoolkit.MidiFile(str(midi_path))
+    midi = midi if isinstance(midi, miditoolkit.MidiFile) else miditoolkit.MidiFile(str(midi))
+    end, tpq = midi.max_tick, midi.ticks_per_beat
+    total, tick, qpm = 0.0, 0, 120.0  # MIDI's tempo before any set_tempo
+    for change in sorted(midi.tempo_changes, key=lambda t: t.time):
+        if change.time >= end:
+            break
+        if change.tempo > 0 and math.isfinite(change.tempo):
+            total += (change.time - tick) * 60.0 / (qpm * tpq)
+            tick, qpm = change.time, change.tempo
+    return total + (end - tick) * 60.0 / (qpm * tpq)
+
+
+def with_tail(midi, seconds: float) -> bytes:
+    """The MIDI file's bytes (a path or a ``miditoolkit.MidiFile``) with ``seconds`` of silence
+    after its last event, so a synthesizer that stops at the last event lets the last notes
+    ring out: a 60 qpm tempo there, then a marker. At the piece's own tempo the marker's
+    delta overflowed MIDI's 4-byte delta time at 1 us a quarter (issue 17)."""
+    import miditoolkit
+
+    midi = midi if isinstance(midi, miditoolkit.MidiFile) else miditoolkit.MidiFile(str(midi))
     end = midi.max_tick
-    tempo = next((t.tempo for t in reversed(midi.tempo_changes) if t.time <= end), 120.0)
-    midi.markers.append(miditoolkit.Marker("end", end + int(round(seconds * tempo / 60 * midi.ticks_per_beat))))
+    midi.tempo_changes.append(miditoolkit.TempoChange(60.0, end))  # a quarter a second, nothing sounds after it
+    midi.markers.append(miditoolkit.Marker("end", end + int(round(seconds * midi.ticks_per_beat))))
     data = io.BytesIO()
     midi.dump(file=data)
     return data.getvalue()
@@ -147,18 +181,30 @@ def render_wav(
     fluidsynth: str = "fluidsynth",
     sample_rate: int = BUILTIN_RATE,
     tail: float = TAIL_SECONDS,
+    max_seconds: float = MAX_SECONDS,
 ) -> Path:
-    """Synthesize a MIDI file to a 16-bit stereo WAV (no audio device needed); return its path."""
+    """Synthesize a MIDI file to a 16-bit stereo WAV (no audio device needed); return its path.
+
+    A piece longer than ``max_seconds`` (read from the file's tempo map first) is refused
+    with :func:`check_render_length`'s line, whoever calls."""
     if not 8000 <= int(sample_rate) <= 192_000:
         raise UserError(f"render.sample_rate must be 8000 to 192000 Hz (got {sample_rate})")
     sf = check_audio(synth, soundfont, fluidsynth)
     midi_path, wav_path = Path(midi_path), Path(wav_path)
+    import miditoolkit
+
+    try:
+        midi = miditoolkit.MidiFile(str(midi_path))
+    except (OSError, ValueError, EOFError) as e:
+        raise UserError(f"could not render {midi_path}: not a readable MIDI file ({str(e)[:120]})") from None
+    check_render_length(midi_seconds(midi), max_seconds)
+    tailed = with_tail(midi, tail)
     if synth == "fluidsynth":
-        return _fluidsynth(midi_path, wav_path, sf, find_fluidsynth(fluidsynth), int(sample_rate), tail)
+        return _fluidsynth(midi_path, wav_path, sf, find_fluidsynth(fluidsynth), int(sample_rate), tailed)
     import midirenderer
 
     try:
-        data = midirenderer.render_wave_from(_soundfont_bytes(sf, sf.stat().st_mtime), with_tail(midi_path, tail))
+        data = midirenderer.render_wave_from(_soundfont_bytes(sf, sf.stat().st_mtime), tailed)
     except (ValueError, RuntimeError) as e:
         raise UserError(f"could not render {midi_path} with {sf.name}: {str(e)[:200]}") from None
     if int(sample_rate) != BUILTIN_RATE:
@@ -168,12 +214,12 @@ def render_wav(
     return wav_path
 
 
-def _fluidsynth(midi_path: Path, wav_path: Path, sf: Path, binary: str, sample_rate: int, tail: float) -> Path:
+def _fluidsynth(midi_path: Path, wav_path: Path, sf: Path, binary: str, sample_rate: int, tailed: bytes) -> Path:
     wav_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        tailed = Path(tmp) / midi_path.name
-        tailed.write_bytes(with_tail(midi_path, tail))
-        cmd = [binary, "-ni", "-q", "-T", "wav", "-r", str(sample_rate), "-F", str(wav_path), str(sf), str(tailed)]
+        source = Path(tmp) / midi_path.name
+        source.write_bytes(tailed)
+        cmd = [binary, "-ni", "-q", "-T", "wav", "-r", str(sample_rate), "-F", str(wav_path), str(sf), str(source)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not wav_path.is_file() or wav_path.stat().st_size <= 44:
         lines = (proc.stderr or proc.stdout or "no output").strip().splitlines() or ["no output"]

@@ -3,8 +3,9 @@
 :class:`SampleLogger` (``configs/callbacks/samples.yaml``, on by default, off in ``debug``
 configs) runs the sample stage (:func:`deeporb.stages.sample.sample`) on the model being
 trained, with fixed seeds so that the pieces of one epoch compare with the last epoch's,
-into ``RUN/samples/epochNNN-stepNNNNNN/`` (MIDI, piano rolls, WAVs and ``index.html``),
-and hands them to every logger of the run:
+into ``RUN/samples/epochNNN-stepNNNNNN/`` (MIDI, piano rolls, WAVs and ``index.html``; the
+folder is claimed like any ``sample.py`` out_dir, so files DeepOrb did not write are never
+overwritten), and hands them to every logger of the run:
 
 * wandb: one ``wandb.Table`` per validation (piano roll, audio, the MIDI file as a download
   link, instruments, every music statistic of each sample), and each sample's piano roll and

@@ -5,8 +5,12 @@ into the session's staging folder and hands back a small :class:`FileResult`; th
 is gathered from those. So memory stays flat in the number of files, and the work per
 file is bounded: a piece longer than ``encoding.max_piece_quarters`` is skipped before any
 word is made. Whatever goes wrong with one file (unreadable, too long, any exception)
-becomes a listed skip; only faults of the run itself (the output folder unwritable, the
-disk full) end it, with one line.
+becomes a listed skip, and so does a subfolder that cannot be read; only faults of the run
+itself (the output folder unwritable, the disk full) end it, with one line.
+
+A session replaces only a session: before any work, encode refuses a session path that is,
+holds or lies inside its input, or that holds anything but a DeepOrb session (someone's
+folder, a file, a link), so it never deletes what it did not write.
 
 Kept free of torch so ``encode.py`` starts fast.
 """
@@ -33,8 +37,10 @@ from deeporb.midi import MidiReadError, Piece, find_midi_files, read_midi
 from deeporb.session_store import (
     CACHE_DIR,
     FORMAT_VERSION,
+    MANIFEST,
     ManifestBuilder,
     TrackEntry,
+    replaceable_session,
     session_name_for,
     write_note_file,
 )
@@ -173,23 +179,65 @@ def encode_file(source: str, root: Path, config: EncodingConfig, key_mode: str, 
     return result
 
 
-def resolve_input(cfg: EncodeConfig, workers: int) -> tuple[Path, dict, str | None]:
-    """-> (folder of MIDI files, source description, the dataset's instrument-key mode)."""
+def resolve_input(cfg: EncodeConfig) -> tuple[Path, dict, str | None]:
+    """-> (folder of MIDI files, source description, the dataset's instrument-key mode).
+    A dataset's folder is where :func:`export_input` will export it; nothing is written yet."""
     if bool(cfg.midi_dir) == bool(cfg.dataset):
         raise UserError("give exactly one of midi_dir=DIR or dataset=NAME")
     if cfg.dataset:
-        from deeporb.builtin_corpora.export import export_dataset
         from deeporb.builtin_corpora.specs import DATASETS
 
         if cfg.dataset not in DATASETS:
             raise UserError(f"unknown dataset {cfg.dataset!r}; available: {', '.join(sorted(DATASETS))}")
-        folder = export_dataset(cfg.dataset, cfg.datasets_dir, limit=cfg.dataset_limit, workers=workers, progress=True).folder
+        folder = Path(cfg.datasets_dir).expanduser() / DATASETS[cfg.dataset].name
         source = {"dataset": cfg.dataset, "limit": cfg.dataset_limit}
-        return Path(folder), source, DATASETS[cfg.dataset].instrument_key
+        return folder, source, DATASETS[cfg.dataset].instrument_key
     folder = Path(cfg.midi_dir).expanduser()
     if not folder.is_dir():
         raise UserError(f"midi_dir {str(folder)!r} is not a folder; pass midi_dir=PATH to a folder of .mid files")
     return folder, {"midi_dir": str(cfg.midi_dir)}, None
+
+
+def check_session_dir(session_dir: Path, folder: Path, input_setting: str) -> None:
+    """Refuse, before any work, a session path whose replacement would delete what DeepOrb did
+    not write: the input itself, a folder holding or inside the input, someone's folder, a file
+    or a link. Paths are compared resolved (links followed)."""
+    where, source = str(session_dir), str(folder)
+    out, into = session_dir.resolve(), folder.resolve()
+    if out == into or out in into.parents:
+        raise UserError(
+            f"session folder {where!r} is or holds {input_setting} {source!r}, which encoding would delete; "
+            "pass session=NAME or sessions_dir=PATH elsewhere"
+        )
+    if into in out.parents:
+        raise UserError(
+            f"session folder {where!r} is inside {input_setting} {source!r}; pass sessions_dir=PATH outside it"
+        )
+    if os.path.lexists(session_dir) and not replaceable_session(session_dir):
+        what = "a link" if session_dir.is_symlink() else "a folder" if session_dir.is_dir() else "a file"
+        raise UserError(
+            f"{where!r} is {what}, not a DeepOrb session (no {MANIFEST} of one), and encoding would replace it; "
+            "pass session=NAME or sessions_dir=PATH"
+        )
+
+
+def list_input(folder: Path, input_setting: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """-> (the MIDI files under ``folder``, the subfolders that cannot be read and why), as
+    paths relative to it. ``folder`` itself unreadable is a one-line error."""
+    unreadable: list[tuple[Path, str]] = []
+    try:
+        found = find_midi_files(folder, unreadable)
+    except OSError as e:
+        raise UserError(
+            f"cannot read {input_setting} {str(folder)!r}: {e.strerror or e}; "
+            f"make it readable or pass {input_setting}=PATH"
+        ) from None
+    files = [p.relative_to(folder).as_posix() for p in found]
+    skipped = [(p.relative_to(folder).as_posix(), f"cannot read folder: {why}") for p, why in unreadable]
+    if not files:
+        blocked = f" ({len(skipped)} folder(s) cannot be read, e.g. {skipped[0][0]!r})" if skipped else ""
+        raise UserError(f"no .mid or .midi files under {str(folder)!r}{blocked}")
+    return files, skipped
 
 
 def encode_session(cfg: EncodeConfig | None = None, /, **settings) -> dict:
@@ -202,7 +250,7 @@ def encode_session(cfg: EncodeConfig | None = None, /, **settings) -> dict:
         settings["encoding"] = EncodingConfig.from_dict(dict(settings["encoding"]))
     cfg = dataclasses.replace(cfg or EncodeConfig(), **settings)
     workers = cfg.workers or os.cpu_count() or 1
-    folder, source, dataset_key_mode = resolve_input(cfg, workers)
+    folder, source, dataset_key_mode = resolve_input(cfg)
     key_mode = cfg.instrument_key or dataset_key_mode or "program"
     if key_mode not in ("program", "name"):
         raise UserError(f"instrument_key must be 'program' or 'name', not {key_mode!r}")
@@ -212,14 +260,20 @@ def encode_session(cfg: EncodeConfig | None = None, /, **settings) -> dict:
     style = safe_key(cfg.style) if cfg.style else None
     if cfg.style and not style:
         raise UserError(f"style {cfg.style!r} is empty after sanitizing; pass style=NAME with letters or digits")
-    files = [p.relative_to(folder).as_posix() for p in find_midi_files(folder)]
-    if not files:
-        raise UserError(f"no .mid or .midi files under {str(folder)!r}")
-
     session_dir = Path(cfg.sessions_dir) / name
+    input_setting = "midi_dir" if cfg.midi_dir else "the dataset folder"
+    check_session_dir(session_dir, folder, input_setting)
+    if cfg.dataset:
+        from deeporb.builtin_corpora.export import export_dataset
+
+        export_dataset(cfg.dataset, cfg.datasets_dir, limit=cfg.dataset_limit, workers=workers, progress=True)
+    files, unreadable = list_input(folder, input_setting)
+
     try:
-        with staged_folder(session_dir) as staging:
+        with staged_folder(session_dir, replaceable_session) as staging:
             manifest = ManifestBuilder(staging)
+            for path, reason in unreadable:
+                manifest.add_skip(path, reason, Counter())
             job = functools.partial(encode_file, root=folder, config=cfg.encoding, key_mode=key_mode, staging=staging)
             with _progress(cfg.progress, len(files)) as advance, WorkerPool(workers, chunksize=_chunksize(len(files), workers)) as pool:
                 for r in pool.imap(job, files, on_result=advance):

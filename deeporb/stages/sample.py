@@ -22,11 +22,25 @@ from deeporb.data.facts import SessionFacts
 from deeporb.encoding.words import pitch_word
 from deeporb.evaluation.compare import compare_samples, overlap_summary
 from deeporb.evaluation.music_stats import format_comparison
-from deeporb.generation.compose import Settings, check_settings, compose, short_bar_warning
-from deeporb.generation.prompts import bar_grid, load_primer
+from deeporb.fileio import claim_folder
+from deeporb.generation.compose import (
+    Settings,
+    check_settings,
+    check_sizes,
+    compose,
+    longest_seconds,
+    short_bar_warning,
+)
+from deeporb.generation.prompts import bar_grid, check_primer_bars, load_primer
 from deeporb.midi import Track, write_midi
 from deeporb.model import LSTMGenerator
-from deeporb.render.audio import BUILTIN_RATE, check_audio, render_wav
+from deeporb.render.audio import (
+    BUILTIN_RATE,
+    MAX_SECONDS,
+    check_audio,
+    check_render_length,
+    render_wav,
+)
 from deeporb.render.page import PAGE, write_page
 from deeporb.render.roll import piano_roll
 
@@ -44,6 +58,8 @@ class RenderConfig:
     soundfont: str | None = None  # a .sf2; None: TimGM6mb.sf2 (fluidsynth: a system GM soundfont first)
     fluidsynth: str = "fluidsynth"  # the FluidSynth program (render.synth=fluidsynth)
     sample_rate: int = BUILTIN_RATE  # Hz; the builtin synthesizer's own 48000 needs no resampling
+    max_seconds: float = MAX_SECONDS  # longest piece rendered (600 s: a 115 MB WAV); a longer one is refused
+    #   before generating when the bars asked last longer at the tempo, else before writing
     page: bool = True  # index.html: every sample's piano roll, player, MIDI link and statistics
 
 
@@ -52,10 +68,10 @@ class SampleConfig:
     """``python sample.py KEY=VALUE ...``: every setting of the sample stage, with its default."""
 
     ckpt_path: str | None = None  # a .ckpt file, or a training run folder (its best checkpoint, else last.ckpt)
-    num_samples: int = 4  # samples generated together in one batch
-    bars: int = 16  # most bars to generate (after the primer, when there is one), in the meter's bars
+    num_samples: int = 4  # samples generated together in one batch (at most 1024, and num_samples x bars 16384)
+    bars: int = 16  # most bars to generate (after the primer, when there is one), in the meter's bars (at most 1024)
     min_bars: int | None = None  # score view: the model may end a piece (<eos>) from this bar on; null: = bars
-    temperature: float = 1.0  # <= 0: greedy
+    temperature: float = 1.0  # <= 0 or below 1e-6: greedy
     top_k: int = 0  # keep the k likeliest words (0: off)
     top_p: float = 0.95  # nucleus sampling (1.0: off)
     seed: int | None = None  # None: a fresh seed, recorded in samples.json and the PNG titles
@@ -63,9 +79,9 @@ class SampleConfig:
     #   primer's known ones, else drawn by the model (score view) or all it knows (tracks view)
     style: str | None = None  # a style of the checkpoint (multi-session training); None: the model draws one
     primer: str | None = None  # a MIDI file whose first bars start each instrument's part
-    primer_bars: int = 4
+    primer_bars: int = 4  # the primer's first bars that open each piece (0 to 1024)
     keep_primer: bool = True  # include the primer bars in the output
-    tempo: float | None = None  # quarter notes per minute; None: the primer's, else the training median
+    tempo: float | None = None  # quarter notes per minute (4 to 1000); None: the primer's, else the training median
     compare: bool = False  # music statistics of the samples vs the checkpoint's held-out test pieces
     device: str = "cpu"  # or cuda
     out_dir: str = "outputs/sample/${now:%Y-%m-%d}/${now:%H-%M-%S}"
@@ -103,22 +119,31 @@ def settings_of(cfg: SampleConfig, seed: int) -> Settings:
 
 def sample(cfg: SampleConfig, model: LSTMGenerator | None = None) -> list[SampleResult]:
     """Load (unless ``model`` is given), compose (:func:`deeporb.generation.compose.compose`),
-    write MIDI (+ PNG, + WAV) and ``samples.json`` into ``cfg.out_dir``."""
+    write MIDI (+ PNG, + WAV) and ``samples.json`` into ``cfg.out_dir``: a new or empty folder,
+    or one DeepOrb made for samples (:func:`deeporb.fileio.claim_folder`); anything else is refused."""
     render = cfg.render
     seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
     settings = settings_of(cfg, seed)
+    check_sizes(settings, cfg.num_samples)  # every size bounded before any work (issue 17)
+    if cfg.primer:
+        check_primer_bars(cfg.primer_bars)
     if render.audio:
         check_audio(render.synth, render.soundfont, render.fluidsynth)  # fail before the work
+        check_render_length(0.0, render.max_seconds)  # the limit itself is a number above 0
     model = model if model is not None else load_generator(cfg.ckpt_path, cfg.device)
     vocab, session = model.vocab, facts(model)
     check_settings(settings, cfg.num_samples, vocab, session.view)  # before reading a primer
     loaded = load_primer(cfg.primer, vocab, cfg.primer_bars, session.instrument_key) if cfg.primer else None
+    if render.audio:  # the bars asked at the tempo: a piece too long to hear is refused unwritten
+        check_render_length(longest_seconds(settings, session, loaded, vocab), render.max_seconds)
+    out_dir = claim_folder(cfg.out_dir, "samples")  # before composing: never over files DeepOrb did not write
     pieces = compose(model, settings, cfg.num_samples, loaded)
+    if render.audio:  # notes may ring past the last bar: still before writing any file
+        check_render_length(max(p.seconds for p in pieces), render.max_seconds)
     warning = short_bar_warning(pieces[0].meter, cfg.bars, vocab)
     if warning:
         print(warning, file=sys.stderr)
 
-    out_dir = Path(cfg.out_dir)
     results = []
     for i, piece in enumerate(pieces):
         tracks = piece.tracks
@@ -144,7 +169,7 @@ def sample(cfg: SampleConfig, model: LSTMGenerator | None = None) -> list[Sample
                                  bar_lines=lines / vocab.config.resolution)
         if render.audio:
             res.wav = render_wav(midi, midi.with_suffix(".wav"), render.synth, render.soundfont,
-                                 render.fluidsynth, render.sample_rate)
+                                 render.fluidsynth, render.sample_rate, max_seconds=render.max_seconds)
         results.append(res)
     summary = {
         "checkpoint": str(getattr(model, "checkpoint_path", cfg.ckpt_path)),

@@ -6,7 +6,8 @@ A run folder (``outputs/train/DATE/TIME``) holds ``checkpoints/`` (best by ``val
 ``metrics.json`` (final val and test metrics, best checkpoint). Checkpoints are
 self-contained: the model's hyper-parameters hold the vocabulary and the ``session`` facts
 (:class:`deeporb.data.facts.SessionFacts`, read through :mod:`deeporb.checkpoints`), and the resolved run config rides
-along under ``deeporb_config``.
+along under ``deeporb_config``, all plain data: every checkpoint this stage reads, its own
+included, is loaded as data only (``weights_only=True``), by DeepOrb and by Lightning alike.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -23,8 +25,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from deeporb.checkpoints import facts, load_generator, read_checkpoint, resolve_checkpoint
-from deeporb.data.facts import SessionFacts
+from deeporb.checkpoints import (
+    facts,
+    load_generator,
+    read_checkpoint,
+    resolve_checkpoint,
+    unreadable,
+)
+from deeporb.data.facts import SessionFacts, plain_data
 from deeporb.encoding.words import Vocabulary
 from deeporb.errors import UserError
 from deeporb.model import LSTMGenerator
@@ -80,7 +88,7 @@ class ConfigInCheckpoint(pl.Callback):
     """Store the resolved run config in every checkpoint (reproducibility, not needed to sample)."""
 
     def __init__(self, config: dict) -> None:
-        self.config = config
+        self.config = plain_data(config, "the run config")
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["deeporb_config"] = self.config
@@ -244,9 +252,10 @@ def train(cfg: DictConfig) -> float | None:
     log_run_facts(loggers, config, model, datamodule.statistics())
 
     summary: dict = {"output_dir": str(out_dir.resolve()), "optimized_metric": cfg.get("optimized_metric")}
+    loading = ckpt_path  # the checkpoint Lightning reads next
     try:
         if cfg.train:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             best = best_checkpoint(trainer)
             summary["best_checkpoint"] = best
             last = out_dir / "checkpoints" / "last.ckpt"
@@ -256,11 +265,15 @@ def train(cfg: DictConfig) -> float | None:
             summary["best_checkpoint"] = str(Path(ckpt_path).resolve())
             evaluate_from = None
         summary["global_step"] = int(trainer.global_step)
-        summary["val"] = _plain(trainer.validate(model, datamodule=datamodule, ckpt_path=evaluate_from, verbose=False)[0])
+        loading = evaluate_from
+        loaded = {"datamodule": datamodule, "ckpt_path": evaluate_from, "weights_only": True, "verbose": False}
+        summary["val"] = _plain(trainer.validate(model, **loaded)[0])
         if cfg.test:
-            summary["test"] = _plain(trainer.test(model, datamodule=datamodule, ckpt_path=evaluate_from, verbose=False)[0])
+            summary["test"] = _plain(trainer.test(model, **loaded)[0])
     except FloatingPointError as e:
         raise UserError(str(e).splitlines()[0]) from None
+    except pickle.UnpicklingError as e:  # the file changed since read_checkpoint read it as data
+        raise unreadable(loading, e) from None
     finally:
         wandb_dir = wandb_run_dir(loggers) if trainer.is_global_zero else None
         finish_wandb(loggers)
