@@ -28,7 +28,6 @@ import fcntl
 import os
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -235,9 +234,7 @@ def claim_folder(folder: str | Path, kind: str, setting: str = "out_dir") -> Pat
 
     A new or empty folder is created and marked; one already marked for ``kind`` is reused.
     Anything else (a folder of someone's files, or DeepOrb's of another kind, or a file) is
-    refused with one line: DeepOrb never overwrites or deletes what it did not write. What
-    the running Hydra app wrote on start (``.hydra/``, ``APP.log``) does not count when the
-    folder is its run folder (sample.py's and serve.py's run folder is their out_dir).
+    refused with one line: DeepOrb never overwrites or deletes what it did not write.
     """
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
@@ -246,7 +243,7 @@ def claim_folder(folder: str | Path, kind: str, setting: str = "out_dir") -> Pat
         return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        if {p.name for p in folder.iterdir()} - _hydra_run_files(folder):
+        if any(folder.iterdir()):
             raise UserError(
                 f"{setting}={str(folder)!r} already holds files DeepOrb did not write there; "
                 f"pass {setting}=PATH to a new or empty folder"
@@ -255,18 +252,3 @@ def claim_folder(folder: str | Path, kind: str, setting: str = "out_dir") -> Pat
     except OSError as e:
         raise UserError(f"cannot write {setting}={str(folder)!r}: {e.strerror or e}; pass a writable {setting}=PATH") from None
     return folder
-
-
-def _hydra_run_files(folder: Path) -> set[str]:
-    """The names the running Hydra app has written into ``folder`` if it is the app's run
-    folder (its ``.hydra/`` and ``APP.log``); else none. Hydra is not imported here."""
-    module = sys.modules.get("hydra.core.hydra_config")
-    if module is None or not module.HydraConfig.initialized():
-        return set()
-    hydra = module.HydraConfig.get()
-    try:
-        if Path(hydra.runtime.output_dir).resolve() != folder.resolve():
-            return set()
-    except (OSError, ValueError):
-        return set()
-    return {name for name in (hydra.output_subdir, f"{hydra.job.name}.log") if name}
