@@ -22,10 +22,12 @@ never sampled, so the parts of one sample always share a meter.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from deeporb.checkpoints import facts
 from deeporb.data.facts import SessionFacts
@@ -50,18 +52,31 @@ MIN_TEMPO, MAX_TEMPO = 4.0, 1000.0
 
 @dataclass
 class Settings:
-    """One request's sampling settings (``SampleConfig`` holds the same names and defaults)."""
+    """The sampling settings of one request, declared once with their defaults.
 
-    bars: int = 16  # most bars to write (after the primer), counted in the meter's bars
-    min_bars: int | None = None  # score view: the model may end a piece from here on; None: = bars
+    ``sample.py``'s config extends this record (:class:`deeporb.stages.sample.SampleConfig`),
+    the service reads a request's fields into it (:mod:`deeporb.serve.fields`) and the training
+    callback builds its config from it, so every setting and default lives here alone.
+    """
+
+    bars: int = 16  # most bars to write (after the primer), in the meter's bars (at most 1024)
+    min_bars: int | None = None  # score view: the model may end a piece (<eos>) from this bar on; None: = bars
     temperature: float = 1.0  # <= 0 or below 1e-6 (draw.GREEDY_BELOW): greedy
     top_k: int = 0  # keep the k likeliest words (0: off)
     top_p: float = 0.95  # nucleus sampling (1.0: off)
-    seed: int = 0
-    instruments: list[str] | None = None  # None: the primer's known parts, else drawn (score) / all (tracks)
-    style: str | None = None  # None: the model draws one when the checkpoint has styles
+    seed: int | None = None  # None: a fresh seed, recorded with the pieces
+    instruments: list[str] | None = None  # exactly these play (score view: each at least once); None: the
+    #   primer's known ones, else drawn by the model (score view) or all it knows (tracks view)
+    style: str | None = None  # a style of the checkpoint (multi-session training); None: the model draws one
+    primer_bars: int = 4  # the primer's first bars that open each piece (0 to 1024)
     keep_primer: bool = True  # include the primer bars in the pieces
-    tempo: float | None = None  # quarter notes per minute; None: the primer's, else the training median
+    tempo: float | None = None  # quarter notes per minute (4 to 1000); None: the primer's, else the training median
+
+    def seeded(self) -> Settings:
+        """These settings with a seed: the one given, else a fresh one (so it can be reported)."""
+        if self.seed is not None:
+            return self
+        return dataclasses.replace(self, seed=int(np.random.SeedSequence().entropy % 2**31))
 
 
 @dataclass
@@ -267,73 +282,150 @@ def longest_seconds(settings: Settings, session: SessionFacts, primer: Primer | 
 
 
 # ---------------------------------------------------------------------------------------
-# the path
+# the path: plan -> generate -> finish
 
 
-def compose(model, settings: Settings, num_samples: int, primer: Primer | None = None) -> list[Composition]:
-    """``num_samples`` pieces from a loaded model (no files written); ``primer`` from
-    :func:`deeporb.generation.prompts.load_primer`."""
+@dataclass
+class Plan:
+    """A checked request, ready to generate: its prompts, and how its rows become pieces.
+
+    Everything the model chooses before the body (a style, a score's ensemble) is drawn
+    here, and each piece's meter follows its style, so a drawn style writes in its own meter.
+    """
+
+    settings: Settings  # its seed always set
+    view: str
+    prompts: list[list[int]]  # score: one per piece; tracks: one per part of each piece, piece by piece
+    ensembles: list[list[str] | None]  # per prompt: the parts that must play (score view, named parts)
+    parts: list[str]  # tracks: each piece's parts, in its prompts' order; score: the named parts (None: [])
+    styles: list[str | None]  # per piece
+    tempos: list[tuple[float, float]]
+    primer_bars: int
+    start_step: int  # the first grid step written (the primer's end when its bars are not kept)
+
+    @property
+    def pieces(self) -> int:
+        return len(self.styles)
+
+    def batch_key(self) -> tuple:
+        """Plans with equal keys generate in one batch: the loop takes one length, one filter
+        and one number of prompt bars for all rows (seeds, parts and styles may differ)."""
+        s = self.settings
+        return (self.view, s.bars, s.min_bars, s.temperature, s.top_k, s.top_p, self.primer_bars)
+
+
+def plan(model, settings: Settings, num_samples: int = 1, primer: Primer | None = None) -> Plan:
+    """Check ``settings`` against the model, draw what they leave open, build the prompts.
+    ``primer`` from :func:`deeporb.generation.prompts.load_primer`; a seed of None gets a fresh one
+    (``plan.settings.seed`` says which)."""
+    settings = settings.seeded()
     vocab, session = model.vocab, facts(model)
     view = session.view
     check_settings(settings, num_samples, vocab, view)
     named = list(dict.fromkeys(settings.instruments)) if settings.instruments else None
-    meter, tempos, start_step = layout(settings, session, primer, vocab)
-    draw = dict(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
-    run = dict(draw, seed=settings.seed, min_bars=settings.min_bars, view=view)
+    _, tempos, start_step = layout(settings, session, primer, vocab)
+    draw = dict(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
+                seed=settings.seed, view=view)
     draw_style = bool(vocab.styles) and settings.style is None
-    _, headers = bar_grid(meter, 0, vocab.config)
-    first_bar = vocab.ids(headers[0]).tolist()
-    style_id0, style_end = vocab.blocks["style"]
+    a, b = vocab.blocks["style"]
 
-    def style_of(ids: list[int]) -> str | None:
-        return vocab.styles[ids[1] - style_id0] if len(ids) > 1 and style_id0 <= ids[1] < style_end else None
+    def style_in(ids: list[int]) -> str | None:
+        found = [i for i in ids[:2] if a <= i < b]
+        return vocab.styles[found[0] - a] if found else None
 
-    def styles_drawn() -> list[str]:
-        heads = draw_header(model, vocab.header_ids([]).tolist(), num_samples, True, False, view=view,
-                            seed=settings.seed, **draw)
-        return [vocab.styles[h[0] - style_id0] for h in heads]
+    def meter_of(style: str | None) -> Meter:  # chosen once the style is known
+        return primer.meter if primer else session.meter(style)
 
-    pieces: list[tuple[list[Track], Meter, int, str | None]] = []  # tracks, meter, bars, style
-    nprimer = primer.bars if primer else 0
+    def first_bar(style: str | None) -> list[int]:
+        _, headers = bar_grid(meter_of(style), 0, vocab.config)
+        return vocab.ids(headers[0]).tolist()
+
+    def styles_drawn() -> list[str | None]:
+        if not draw_style:
+            return [settings.style] * num_samples
+        heads = draw_header(model, vocab.header_ids([]).tolist(), num_samples, True, False, **draw)
+        return [style_in(h) for h in heads]
+
+    parts = named or []
     if view == "score":
         given = named or (sorted(primer.parts) if primer else None)
         if given is None:  # the model draws the ensemble (and the style, unless given)
             prefix = vocab.header_ids([], settings.style).tolist()
-            heads = draw_header(model, prefix, num_samples, draw_style, True, view=view, seed=settings.seed, **draw)
-            prompts = [prefix + h + first_bar for h in heads]
+            heads = draw_header(model, prefix, num_samples, draw_style, True, **draw)
+            styles = [settings.style or style_in(h) for h in heads]
+            prompts = [prefix + h + first_bar(s) for h, s in zip(heads, styles, strict=True)]
         else:
-            styles = styles_drawn() if draw_style else [settings.style] * num_samples
-            prompts = [score_prompt(vocab, given, meter, primer, s) for s in styles]
-        rows = generate(model, prompts, 1, settings.bars, ensembles=[named] * len(prompts) if named else None,
-                        **run)[0]
-        for prompt, row in zip(prompts, rows, strict=True):
+            styles = styles_drawn()
+            prompts = [score_prompt(vocab, given, meter_of(s), primer, s) for s in styles]
+        ensembles = [named] * len(prompts)
+    else:
+        parts = named or (sorted(primer.words) if primer else list(vocab.instruments))
+        styles = styles_drawn()
+        prompts = [p for s in styles for p in build_prompts(vocab, parts, meter_of(s), primer, s)]
+        ensembles = [None] * len(prompts)
+    return Plan(settings, view, prompts, ensembles, parts, styles, tempos,
+                primer.bars if primer else 0, start_step)
+
+
+def generate_plans(model, plans: list[Plan]) -> list[list[list[int]]]:
+    """Every plan's rows in one batch (plans of one :meth:`Plan.batch_key`), each plan drawing
+    from its own generator seeded with its seed: a piece depends on its plan alone, not on
+    what it was batched with. -> per plan, its rows (generated word ids, prompt excluded)."""
+    s = plans[0].settings
+    if any(p.batch_key() != plans[0].batch_key() for p in plans):
+        raise ValueError("plans generated together must share one batch_key()")
+    device = next(model.parameters()).device
+    prompts, generators, ensembles = [], [], []
+    for p in plans:
+        g = torch.Generator(device=device).manual_seed(int(p.settings.seed))
+        prompts += p.prompts
+        generators += [g] * len(p.prompts)
+        ensembles += p.ensembles
+    [rows] = generate(model, prompts, 1, s.bars, s.temperature, s.top_k, s.top_p, view=plans[0].view,
+                      min_bars=s.min_bars, ensembles=ensembles if any(ensembles) else None, generators=generators)
+    out, start = [], 0
+    for p in plans:
+        out.append(rows[start : start + len(p.prompts)])
+        start += len(p.prompts)
+    return out
+
+
+def finish(model, plan: Plan, rows: list[list[int]]) -> list[Composition]:
+    """A plan's generated rows -> its pieces, each row decoded strictly (a failure is a sampler bug)."""
+    vocab, session, settings = model.vocab, facts(model), plan.settings
+    nprimer = plan.primer_bars
+    pieces: list[tuple[list[Track], Meter, int]] = []  # tracks, meter, bars written (primer's too)
+    if plan.view == "score":
+        for prompt, row in zip(plan.prompts, rows, strict=True):
             head = header_parts(prompt + row, vocab)
-            if named:  # the named parts first, then the primer's (only where its bars are kept)
-                order = named + ([k for k in head if k not in named] if settings.keep_primer else [])
+            if plan.parts:  # the named parts first, then the primer's (only where its bars are kept)
+                order = plan.parts + ([k for k in head if k not in plan.parts] if settings.keep_primer else [])
             else:
                 order = head
-            tracks, out_meter = score_to_tracks(prompt + row, order, vocab, session, start_step)
-            written = (prompt + row).count(vocab.index[BAR])
-            pieces.append((tracks, out_meter, written, style_of(prompt)))
+            tracks, meter = score_to_tracks(prompt + row, order, vocab, session, plan.start_step)
+            pieces.append((tracks, meter, (prompt + row).count(vocab.index[BAR])))
     else:
-        chosen = named or (sorted(primer.words) if primer else list(vocab.instruments))
-        styles = styles_drawn() if draw_style else [settings.style] * num_samples
-        prompts = [p for s in styles for p in build_prompts(vocab, chosen, meter, primer, s)]
-        flat = generate(model, prompts, 1, settings.bars, **run)[0]
-        k = len(chosen)
-        for i, s in enumerate(styles):
-            these = prompts[i * k : (i + 1) * k]
-            tracks, out_meter = rows_to_tracks(flat[i * k : (i + 1) * k], these, chosen, vocab, session, start_step)
-            pieces.append((tracks, out_meter, nprimer + settings.bars, s))
+        k = len(plan.parts)
+        for i in range(plan.pieces):
+            these = slice(i * k, (i + 1) * k)
+            tracks, meter = rows_to_tracks(rows[these], plan.prompts[these], plan.parts, vocab, session,
+                                           plan.start_step)
+            pieces.append((tracks, meter, nprimer + settings.bars))
     out = []
-    for tracks, out_meter, written, style in pieces:
-        bars = written - (nprimer if start_step else 0)
+    for (tracks, meter, written), style in zip(pieces, plan.styles, strict=True):
+        bars = written - (nprimer if plan.start_step else 0)
         end_q = max([float(np.max(t.notes["onset"] + t.notes["duration"])) for t in tracks if len(t)] or [0.0])
-        lines, _ = bar_grid(out_meter, bars, vocab.config)
-        seconds = round(seconds_at(max(end_q, lines[-1] / vocab.config.resolution), tempos), 3)
-        out.append(Composition(tracks, out_meter, tempos, bars, seconds, style,
+        lines, _ = bar_grid(meter, bars, vocab.config)
+        seconds = round(seconds_at(max(end_q, lines[-1] / vocab.config.resolution), plan.tempos), 3)
+        out.append(Composition(tracks, meter, plan.tempos, bars, seconds, style,
                                ended=written - nprimer < settings.bars, instruments=[t.name for t in tracks]))
     return out
+
+
+def compose(model, settings: Settings, num_samples: int, primer: Primer | None = None) -> list[Composition]:
+    """``num_samples`` pieces from a loaded model (no files written): plan, generate, finish."""
+    planned = plan(model, settings, num_samples, primer)
+    return finish(model, planned, generate_plans(model, [planned])[0])
 
 
 def header_parts(ids: list[int], vocab: Vocabulary) -> list[str]:

@@ -23,12 +23,15 @@ import base64
 import html
 import math
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.trainer.states import TrainerFn
 
+from deeporb.errors import UserError
+from deeporb.generation.compose import Settings
 from deeporb.render.audio import read_wav, resample
 from deeporb.render.page import beats_per_bar, sample_statistics
 from deeporb.stages.sample import RenderConfig, SampleConfig, SampleResult, sample
@@ -37,14 +40,20 @@ LOG_RATE = 22_050  # TensorBoard audio: mono at this rate keeps the event files 
 
 
 class SampleLogger(pl.Callback):
-    """Generate ``num_samples`` pieces of ``bars`` bars every ``every_n_epochs`` validations and
-    log them (see the module doc). ``seconds`` adds up the time it took, for the benchmark."""
+    """Generate ``num_samples`` pieces every ``every_n_epochs`` validations and log them (see the
+    module doc). ``settings``: any sampling setting of :class:`deeporb.generation.compose.Settings`
+    (bars, seed, temperature, top_p, instruments, ...), the rest at its defaults; unlike sample.py
+    the callback writes 4 bars from seed 0 unless told otherwise, so epochs compare. ``seconds``
+    adds up the time it took, for the benchmark."""
 
-    def __init__(self, every_n_epochs: int = 1, num_samples: int = 2, bars: int = 4, seed: int = 0,
-                 audio: bool = True, temperature: float = 1.0, top_p: float = 0.95,
-                 out_dir: str | None = None) -> None:
-        self.every_n_epochs, self.num_samples, self.bars, self.seed = every_n_epochs, num_samples, bars, seed
-        self.audio, self.temperature, self.top_p, self.out_dir = audio, temperature, top_p, out_dir
+    def __init__(self, every_n_epochs: int = 1, num_samples: int = 2, audio: bool = True, out_dir: str | None = None,
+                 **settings) -> None:
+        unknown = sorted(set(settings) - {f.name for f in fields(Settings)})
+        if unknown:
+            raise UserError(f"callbacks.samples has no setting {', '.join(unknown)}; its sampling settings are "
+                            f"those of sample.py: {', '.join(f.name for f in fields(Settings))}")
+        self.every_n_epochs, self.num_samples, self.audio, self.out_dir = every_n_epochs, num_samples, audio, out_dir
+        self.settings = {"bars": 4, "seed": 0, **settings}
         self.seconds = 0.0
         self.folders: list[Path] = []
 
@@ -57,8 +66,7 @@ class SampleLogger(pl.Callback):
         start = time.perf_counter()
         root = Path(self.out_dir) if self.out_dir else Path(trainer.default_root_dir) / "samples"
         folder = root / f"epoch{trainer.current_epoch:03d}-step{trainer.global_step:06d}"
-        cfg = SampleConfig(num_samples=self.num_samples, bars=self.bars, seed=self.seed,
-                           temperature=self.temperature, top_p=self.top_p, device=str(pl_module.device),
+        cfg = SampleConfig(**self.settings, num_samples=self.num_samples, device=str(pl_module.device),
                            out_dir=str(folder), render=RenderConfig(audio=self.audio))
         was_training = pl_module.training
         try:

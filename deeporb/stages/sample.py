@@ -1,8 +1,8 @@
 """The sample stage behind ``sample.py``: a checkpoint in, MIDI (+ piano roll, + WAV) out.
 
-:class:`SampleConfig` is the one home of every sampling setting and its default; Hydra
-composes ``sample.py``'s config from it (``configs/sample.yaml`` adds only Hydra's own
-settings) and Python callers build one. :func:`run` is what the app does; :func:`sample`
+:class:`SampleConfig` is the sampling settings' record (:class:`deeporb.generation.compose.Settings`,
+where each default lives) plus what this stage adds; Hydra composes ``sample.py``'s config
+from it (``configs/sample.yaml`` adds only Hydra's own settings) and Python callers build one. :func:`run` is what the app does; :func:`sample`
 loads the model and the primer, composes the pieces (:func:`deeporb.generation.compose.compose`:
 prompts, the batched loop, strict decoding, in either view) and writes the files.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -64,24 +64,14 @@ class RenderConfig:
 
 
 @dataclass
-class SampleConfig:
-    """``python sample.py KEY=VALUE ...``: every setting of the sample stage, with its default."""
+class SampleConfig(Settings):
+    """``python sample.py KEY=VALUE ...``: the sampling settings (:class:`Settings`: bars,
+    min_bars, temperature, top_k, top_p, seed, instruments, style, primer_bars, keep_primer,
+    tempo, each with its default there) and what the stage adds around them."""
 
     ckpt_path: str | None = None  # a .ckpt file, or a training run folder (its best checkpoint, else last.ckpt)
     num_samples: int = 4  # samples generated together in one batch (at most 1024, and num_samples x bars 16384)
-    bars: int = 16  # most bars to generate (after the primer, when there is one), in the meter's bars (at most 1024)
-    min_bars: int | None = None  # score view: the model may end a piece (<eos>) from this bar on; null: = bars
-    temperature: float = 1.0  # <= 0 or below 1e-6: greedy
-    top_k: int = 0  # keep the k likeliest words (0: off)
-    top_p: float = 0.95  # nucleus sampling (1.0: off)
-    seed: int | None = None  # None: a fresh seed, recorded in samples.json and the PNG titles
-    instruments: list[str] | None = None  # exactly these play (score view: each at least once); None: the
-    #   primer's known ones, else drawn by the model (score view) or all it knows (tracks view)
-    style: str | None = None  # a style of the checkpoint (multi-session training); None: the model draws one
-    primer: str | None = None  # a MIDI file whose first bars start each instrument's part
-    primer_bars: int = 4  # the primer's first bars that open each piece (0 to 1024)
-    keep_primer: bool = True  # include the primer bars in the output
-    tempo: float | None = None  # quarter notes per minute (4 to 1000); None: the primer's, else the training median
+    primer: str | None = None  # a MIDI file whose first bars (primer_bars) start each piece
     compare: bool = False  # music statistics of the samples vs the checkpoint's held-out test pieces
     device: str = "cpu"  # or cuda
     out_dir: str = "outputs/sample/${now:%Y-%m-%d}/${now:%H-%M-%S}"
@@ -112,9 +102,9 @@ class SampleResult:
     wav: Path | None = None
 
 
-def settings_of(cfg: SampleConfig, seed: int) -> Settings:
-    """The per-request settings of :func:`deeporb.generation.compose.compose` from the app's config."""
-    return Settings(**{f.name: getattr(cfg, f.name) for f in fields(Settings) if f.name != "seed"}, seed=seed)
+def settings_of(cfg: SampleConfig) -> Settings:
+    """The sampling settings of the app's config (a fresh seed when it has none)."""
+    return Settings(**{f.name: getattr(cfg, f.name) for f in fields(Settings)}).seeded()
 
 
 def sample(cfg: SampleConfig, model: LSTMGenerator | None = None) -> list[SampleResult]:
@@ -122,8 +112,8 @@ def sample(cfg: SampleConfig, model: LSTMGenerator | None = None) -> list[Sample
     write MIDI (+ PNG, + WAV) and ``samples.json`` into ``cfg.out_dir``: a new or empty folder,
     or one DeepOrb made for samples (:func:`deeporb.fileio.claim_folder`); anything else is refused."""
     render = cfg.render
-    seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
-    settings = settings_of(cfg, seed)
+    settings = settings_of(cfg)
+    seed = settings.seed
     check_sizes(settings, cfg.num_samples)  # every size bounded before any work (issue 17)
     if cfg.primer:
         check_primer_bars(cfg.primer_bars)
@@ -175,6 +165,7 @@ def sample(cfg: SampleConfig, model: LSTMGenerator | None = None) -> list[Sample
         "checkpoint": str(getattr(model, "checkpoint_path", cfg.ckpt_path)),
         "view": session.view,
         "seed": seed,
+        "settings": asdict(settings),  # the whole record, so the pieces can be made again
         "instruments": sorted({k for r in results for k in r.instruments}, key=lambda k: (
             k not in (cfg.instruments or []), (cfg.instruments or []).index(k) if k in (cfg.instruments or []) else k)),
         "primer": str(loaded.path) if loaded else None,
