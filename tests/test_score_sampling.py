@@ -286,3 +286,17 @@ def test_header_parts_reads_the_ensemble():
     vocab = Vocabulary(EncodingConfig(), KEYS, STYLES)
     ids = vocab.header_ids(["violin", "drums"], "bach").tolist() + vocab.ids("bar ts_4/4 pos_0 inst_drums").tolist()
     assert header_parts(ids, vocab) == ["drums", "violin"]
+
+
+@pytest.mark.parametrize("view,instruments", [("score", None), ("score", ["flute"]), ("tracks", ["flute"])])
+def test_a_drawn_style_writes_in_its_own_meter_not_the_pooled_one(view, instruments):
+    """style=null on a two-style checkpoint: the style is drawn first, then its meter is chosen
+    (issue 18: both were chosen before the draw, so every style got the pooled commonest)."""
+    model = score_model(view=view)
+    model.hparams["session"] = session(view, time_signatures={"2/4": 9, "3/4": 5},
+                                       style_time_signatures={"bach": {"3/4": 5}, "folk": {"2/4": 9}})
+    pieces = compose(model, Settings(bars=1, seed=3, temperature=3.0, instruments=instruments), 24)
+    drawn = {p.style for p in pieces}
+    assert drawn == {"bach", "folk"}  # both drawn, so the test can tell the meters apart
+    for p in pieces:
+        assert p.time_signature == {"bach": "3/4", "folk": "2/4"}[p.style]
