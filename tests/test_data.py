@@ -381,3 +381,23 @@ def test_two_sessions_share_one_vocabulary_and_report_their_facts(chorale_sessio
     assert sum(stats[s]["instruments"].get("soprano", {}).get("pieces", 0) for s in SPLITS) == 6
     assert sum(stats[s]["instruments"]["drums"]["notes"] for s in SPLITS if "drums" in stats[s]["instruments"]) == 400
     assert stats["train"]["windows"] == len(dm.dataset("train"))
+
+
+def test_sessions_differing_only_in_their_piece_limit_train_together_and_other_settings_do_not(
+        chorale_midi_dir, tmp_path):
+    """``max_piece_quarters`` is the encode stage's, not the vocabulary's (issue 18): it is not
+    in the manifest's encoding, so it cannot keep two sessions apart; a grid setting still does."""
+    from deeporb.stages.encode import encode_session
+
+    for name, limit in (("long", 20_000), ("short", 5_000)):
+        encode_session(midi_dir=str(chorale_midi_dir), session=name, sessions_dir=str(tmp_path), workers=1,
+                       instrument_key="name", max_piece_quarters=limit, progress=False)
+    manifest = json.loads((tmp_path / "short" / "manifest.json").read_text())
+    assert "max_piece_quarters" not in manifest["encoding"]
+    dm = SessionDataModule(["long", "short"], str(tmp_path), seq_len=32)
+    dm.prepare_data()
+    assert dm.vocab.instruments == ("alto", "bass", "soprano", "tenor")
+    encode_session(midi_dir=str(chorale_midi_dir), session="coarse", sessions_dir=str(tmp_path), workers=1,
+                   instrument_key="name", encoding={"resolution": 4}, progress=False)
+    with pytest.raises(UserError, match="encoded with different settings"):
+        SessionDataModule(["long", "coarse"], str(tmp_path), seq_len=32).prepare_data()

@@ -100,7 +100,7 @@ def test_a_smaller_piece_limit_skips_long_pieces(tmp_path):
     make_midi(tmp_path / "m" / "long.mid", [{"name": "a", "notes": scale(step=480 * 100)}])  # 500 quarters
     make_midi(tmp_path / "m" / "short.mid", [{"name": "a", "notes": scale()}])
     m = encode_session(midi_dir=str(tmp_path / "m"), sessions_dir=str(tmp_path / "s"), workers=1, progress=False,
-                       encoding={"max_piece_quarters": 400})
+                       max_piece_quarters=400)
     assert [s["file"] for s in m["skipped"]] == ["long.mid"]
     # the last note starts at 400 and its 100 quarters count as the words clip them, 16
     assert "piece lasts 416 quarters, over max_piece_quarters=400" in m["skipped"][0]["reason"]

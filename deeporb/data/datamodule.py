@@ -142,14 +142,14 @@ class SessionDataModule(pl.LightningDataModule):
                 self.prepare_data()  # raises the one-line error, or encodes
                 return
         manifests = {name: load_manifest(self.sessions_dir / name) for name in self.names}
-        configs = {name: m["encoding"] for name, m in manifests.items()}
+        configs = {name: EncodingConfig.from_dict(m["encoding"]) for name, m in manifests.items()}
         self.instrument_key_mode = manifests[self.names[0]].get("instrument_key", "program")
         first = configs[self.names[0]]
         for name, c in configs.items():
             if c != first:
                 raise UserError(
                     f"sessions {self.names[0]!r} and {name!r} were encoded with different settings "
-                    f"({first} vs {c}); re-encode them alike to train on both"
+                    f"({first.to_dict()} vs {c.to_dict()}); re-encode them alike to train on both"
                 )
         available = sorted({k for n in self.names for k in session_instruments(self.sessions_dir / n)})
         if self.instruments_filter is not None:
@@ -163,7 +163,7 @@ class SessionDataModule(pl.LightningDataModule):
         if not keys:
             raise UserError(f"session(s) {', '.join(self.names)} hold no note files; re-run encode.py")
         self.styles = session_styles(manifests) if len(self.names) > 1 else {}
-        self.vocab = Vocabulary(EncodingConfig.from_dict(first), tuple(keys), tuple(self.styles.values()))
+        self.vocab = Vocabulary(first, tuple(keys), tuple(self.styles.values()))
         self.pad_id = self.vocab.index[PAD]
 
         # the token cache's rows (a track or a piece each); "array" says which session's cache

@@ -64,8 +64,9 @@ class EncodingConfig:
     max_ts_numerator: largest time-signature numerator in the vocabulary.
     exact_duration_quarters: durations up to this many quarters keep every grid step;
         longer ones are rounded to whole quarters, up to max_duration_quarters (then clipped).
-    max_piece_quarters: longest piece encoded (quarters); longer files are skipped, which bounds
-        the work per file (empty bars still cost words).
+
+    How long a piece may be is not here: it fixes neither grid nor vocabulary, so it is the
+    encode stage's setting (``EncodeConfig.max_piece_quarters``).
     """
 
     resolution: int = 12
@@ -74,7 +75,6 @@ class EncodingConfig:
     max_ts_numerator: int = 16
     exact_duration_quarters: int = 4
     max_duration_quarters: int = 16
-    max_piece_quarters: int = 20000
 
     def __post_init__(self) -> None:
         if self.resolution < 1 or self.velocity_bins < 1 or self.velocity_bins > 128:
@@ -87,7 +87,9 @@ class EncodingConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> EncodingConfig:
-        return cls(**(d or {}))
+        """From :meth:`to_dict`; older manifests and checkpoints also carry the encode stage's
+        ``max_piece_quarters`` here, which is dropped."""
+        return cls(**{k: v for k, v in (d or {}).items() if k != "max_piece_quarters"})
 
     # -- time signatures -------------------------------------------------------------
     def bar_steps(self, numerator: int, denominator: int) -> int | None:

@@ -3,7 +3,7 @@
 Each file is read, checked and encoded in a worker, which writes its note files straight
 into the session's staging folder and hands back a small :class:`FileResult`; the manifest
 is gathered from those. So memory stays flat in the number of files, and the work per
-file is bounded: a piece longer than ``encoding.max_piece_quarters`` is skipped before any
+file is bounded: a piece longer than ``max_piece_quarters`` is skipped before any
 word is made. Whatever goes wrong with one file (unreadable, too long, any exception)
 becomes a listed skip, and so does a subfolder that cannot be read; only faults of the run
 itself (the output folder unwritable, the disk full) end it, with one line.
@@ -46,6 +46,8 @@ from deeporb.session_store import (
 )
 from deeporb.workers import WorkerPool
 
+MAX_PIECE_QUARTERS = 20_000  # a note after a huge silence would otherwise cost gigabytes of empty bars
+
 
 @dataclass
 class EncodeConfig:
@@ -59,6 +61,10 @@ class EncodeConfig:
     instrument_key: ``program`` (GM name) or ``name`` (track name); None: program, or the
         dataset's choice.
     workers: processes (0: all cores).
+    max_piece_quarters: longest piece encoded (quarters); a longer file is a listed skip, which
+        bounds the work per file (empty bars still cost words). Not part of ``encoding``: it
+        fixes neither grid nor vocabulary, so sessions that differ only in it train together.
+    encoding: what fixes the grid and the vocabulary (:class:`EncodingConfig`).
     """
 
     midi_dir: str | None = None
@@ -71,6 +77,7 @@ class EncodeConfig:
     instrument_key: str | None = None
     workers: int = 0
     progress: bool = True
+    max_piece_quarters: int = MAX_PIECE_QUARTERS
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
 
 
@@ -107,19 +114,20 @@ def piece_quarters(piece: Piece, config: EncodingConfig) -> float:
     return max(ends, default=0.0)
 
 
-def encode_tracks(piece: Piece, source: str, config: EncodingConfig, key_mode: str) -> tuple[list[dict], Counter]:
+def encode_tracks(piece: Piece, source: str, config: EncodingConfig, key_mode: str,
+                  max_quarters: int = MAX_PIECE_QUARTERS) -> tuple[list[dict], Counter]:
     """Each non-empty track of a piece as a note-file record, and what the grid adjusted.
 
-    Raises :class:`SkipFile` for a piece longer than ``config.max_piece_quarters``: empty bars
+    Raises :class:`SkipFile` for a piece longer than ``max_quarters``: empty bars
     are words, so a note after a huge silence would cost memory and disk without bound.
     """
     length = piece_quarters(piece, config)
-    if length > config.max_piece_quarters:
+    if length > max_quarters:
         raise SkipFile(
-            f"piece lasts {length:.0f} quarters, over max_piece_quarters={config.max_piece_quarters}"
+            f"piece lasts {length:.0f} quarters, over max_piece_quarters={max_quarters}"
         )
     # a time signature change at an absurd time makes no word, but would make bar lines up to it
-    time_signatures = [ts for ts in piece.time_signatures if ts[0] <= config.max_piece_quarters]
+    time_signatures = [ts for ts in piece.time_signatures if ts[0] <= max_quarters]
     vocab = vocabulary(config)
     max_steps = config.max_duration_quarters * config.resolution
     records, stats = [], Counter()
@@ -154,13 +162,14 @@ def encode_tracks(piece: Piece, source: str, config: EncodingConfig, key_mode: s
     return records, stats
 
 
-def encode_file(source: str, root: Path, config: EncodingConfig, key_mode: str, staging: Path) -> FileResult:
+def encode_file(source: str, root: Path, config: EncodingConfig, key_mode: str, staging: Path,
+                max_quarters: int = MAX_PIECE_QUARTERS) -> FileResult:
     """Read, encode and write one file into the staging folder. Never raises for a bad file:
     any failure reading or encoding it becomes its skip reason. Writing errors are the run's
     (the output, not the file) and propagate."""
     result = FileResult(source)
     try:
-        records, result.stats = encode_tracks(read_midi(root / source), source, config, key_mode)
+        records, result.stats = encode_tracks(read_midi(root / source), source, config, key_mode, max_quarters)
     except (MidiReadError, SkipFile) as e:
         result.skip_reason = str(e)
         return result
@@ -247,7 +256,7 @@ def encode_session(cfg: EncodeConfig | None = None, /, **settings) -> dict:
     manifest without its per-piece list (read the session's manifest.json for that).
     """
     if isinstance(settings.get("encoding"), Mapping):
-        settings["encoding"] = EncodingConfig.from_dict(dict(settings["encoding"]))
+        settings["encoding"] = EncodingConfig(**settings["encoding"])  # strict: an unknown key is an error
     cfg = dataclasses.replace(cfg or EncodeConfig(), **settings)
     workers = cfg.workers or os.cpu_count() or 1
     folder, source, dataset_key_mode = resolve_input(cfg)
@@ -274,7 +283,8 @@ def encode_session(cfg: EncodeConfig | None = None, /, **settings) -> dict:
             manifest = ManifestBuilder(staging)
             for path, reason in unreadable:
                 manifest.add_skip(path, reason, Counter())
-            job = functools.partial(encode_file, root=folder, config=cfg.encoding, key_mode=key_mode, staging=staging)
+            job = functools.partial(encode_file, root=folder, config=cfg.encoding, key_mode=key_mode, staging=staging,
+                                    max_quarters=cfg.max_piece_quarters)
             with _progress(cfg.progress, len(files)) as advance, WorkerPool(workers, chunksize=_chunksize(len(files), workers)) as pool:
                 for r in pool.imap(job, files, on_result=advance):
                     if r.skip_reason:
