@@ -72,6 +72,14 @@ class SessionFacts:
     styles: tuple[str, ...] = ()  # style keys of the vocabulary: one per session when several, else none
     style_time_signatures: dict[str, dict[str, int]] = field(default_factory=dict)  # style -> "N/D" -> pieces
 
+    def data_settings(self) -> dict:
+        """The DataModule's arguments that rebuild the data this checkpoint was trained on: the
+        sessions, where they were, the view, the instruments, the split and the window length
+        (None where an older checkpoint does not say). The one way from facts back to data."""
+        return {"session": list(self.names) or None, "sessions_dir": self.sessions_dir, "view": self.view,
+                "instruments": None if self.instruments_filter is None else list(self.instruments_filter),
+                "seq_len": self.seq_len, "val_fraction": self.val_fraction, "test_fraction": self.test_fraction}
+
     def to_dict(self) -> dict:
         """Plain lists and dicts, as the checkpoint's ``hparams.session`` stores them (numpy
         counts from the data become Python numbers: :func:`plain_data`)."""

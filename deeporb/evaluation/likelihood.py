@@ -199,16 +199,9 @@ def datamodule_for(facts: SessionFacts, sessions_dir: str | Path | None = None, 
     from deeporb.data.datamodule import SessionDataModule
 
     facts.require_split()
-    dm = SessionDataModule(
-        session=list(facts.names),
-        sessions_dir=str(sessions_dir_of(facts, sessions_dir)),
-        view=facts.view,
-        instruments=facts.instruments_filter,
-        seq_len=int(seq_len or facts.seq_len or 256),
-        val_fraction=float(facts.val_fraction),
-        test_fraction=float(facts.test_fraction),
-        encode=None,
-    )
+    known = {k: v for k, v in facts.data_settings().items() if v is not None}
+    dm = SessionDataModule(**{**known, "sessions_dir": str(sessions_dir_of(facts, sessions_dir)),
+                              "seq_len": int(seq_len or facts.seq_len or 256), "encode": None})
     dm.load()
     return dm
 

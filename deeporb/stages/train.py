@@ -140,11 +140,7 @@ def data_config_from_checkpoint(cfg: DictConfig, session: SessionFacts) -> DictC
     (the config's own values where the checkpoint does not know them)."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
     asked = [data["session"]] if isinstance(data["session"], str) else list(data["session"])
-    known = {"session": list(session.names) or None, "sessions_dir": session.sessions_dir,
-             "val_fraction": session.val_fraction, "test_fraction": session.test_fraction,
-             "seq_len": session.seq_len, "view": session.view}
-    data.update({k: v for k, v in known.items() if v is not None})
-    data["instruments"] = None if session.instruments_filter is None else list(session.instruments_filter)
+    data.update({k: v for k, v in session.data_settings().items() if v is not None or k == "instruments"})
     if list(session.names) != asked:
         data["encode"] = None
     return OmegaConf.create(data)
