@@ -27,7 +27,7 @@ from deeporb.encoding.words import BOS, EOS, PAD, EncodingConfig, Vocabulary, en
 from deeporb.instruments import program_key
 from deeporb.midi import read_midi
 from deeporb.model import LSTMGenerator
-from deeporb.serve.app import ServeConfig, bind, create_app, url_of
+from deeporb.serve.app import ServeConfig, bind, create_app, server_config, url_of
 from deeporb.serve.fields import Limits, RequestError, read_fields
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,8 +88,8 @@ def running(model, out_dir: Path, **settings):
     """A real uvicorn server for ``model`` on a free loopback port, in a background thread."""
     cfg = ServeConfig(out_dir=str(out_dir), port=0, **settings)
     app = create_app(cfg, model)
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    sock = bind(cfg.host, 0)
+    server = uvicorn.Server(server_config(cfg, app))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -7,6 +7,14 @@ little blocking work a handler does (reading a primer). The model runs on one wo
 
 Every error a client can cause is a 4xx (503 when the queue is full) with the body
 ``{"error": "one clear line"}``; an unexpected failure is a 500 with the same shape.
+
+What a request may cost is bounded before it is paid: connections, idle and header time
+(:mod:`deeporb.serve.guard`), body time and size (:func:`read_body`), JSON depth
+(:func:`read_json`), every field (:mod:`deeporb.serve.fields`), queue length, the WAV's
+length and drawing time (:meth:`deeporb.serve.service.Composer.file`), and the folder of
+pieces (:class:`deeporb.serve.pieces.PieceStore`). The Host header is checked, so a web page
+elsewhere cannot reach a server on this machine by DNS rebinding. There is no authentication:
+README, "Running the service safely".
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import asyncio
 import json
 import logging
 import socket
+import sys
 import tempfile
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,12 +37,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from deeporb.checkpoints import load_generator
 from deeporb.errors import UserError
-from deeporb.render.audio import check_audio
+from deeporb.render.audio import check_audio, check_render_length
 from deeporb.serve.batcher import Batcher, QueueFull
 from deeporb.serve.fields import FIELDS, Limits, RequestError, describe, read_fields
+from deeporb.serve.guard import HostCheck, guarded_protocol, host_names, is_loopback, trim_soon
 from deeporb.serve.pieces import KINDS, PieceStore
 from deeporb.serve.service import Composer
 from deeporb.stages.sample import RenderConfig, SampleConfig
@@ -51,11 +62,14 @@ class ServeConfig:
     """
 
     ckpt_path: str | None = None  # a .ckpt file, or a training run folder
-    host: str = "127.0.0.1"  # 0.0.0.0 to be reachable from other machines
+    host: str = "127.0.0.1"  # 0.0.0.0 to be reachable from other machines (no authentication: see README)
+    allowed_hosts: list[str] | None = None  # Host header names answered; None: loopback names, plus the bind
+    #   host's own names when bound beyond loopback; ["*"]: any (DNS rebinding then reaches the server)
     port: int = 8000  # 0: any free port (the printed URL says which)
     device: str = "cpu"  # or cuda
     out_dir: str = "outputs/serve/${now:%Y-%m-%d}/${now:%H-%M-%S}"  # the run folder of the pieces
-    keep_pieces: int = 500  # older pieces' files are deleted past this count
+    keep_pieces: int = 500  # older pieces' files are deleted past this count (also those of an earlier run there)
+    max_pieces_bytes: int = 1_000_000_000  # ... and past these bytes of files, oldest first
     max_bars: int = 64  # longest piece a request may ask for (primer bars not counted)
     max_temperature: float = 5.0
     max_queue: int = 64  # requests waiting for the model; one more is answered 503
@@ -63,7 +77,13 @@ class ServeConfig:
     batch_window_ms: float = 10.0  # the worker waits this long for requests sent together, again while more come
     max_body_bytes: int = 2_000_000  # a larger request body is answered 413
     max_primer_bytes: int = 1_000_000  # a larger primer is answered 413
-    render: RenderConfig = field(default_factory=RenderConfig)  # synth, soundfont, sample_rate of the WAVs
+    max_connections: int = 200  # open connections; one more is answered 503 (bodies held: at most this x max_body_bytes)
+    idle_timeout_s: float = 5.0  # a connection with no request in progress is closed after this long idle
+    header_timeout_s: float = 10.0  # ... and one whose request headers take longer than this to arrive
+    body_timeout_s: float = 30.0  # a request body that takes longer to arrive is answered 408
+    render_timeout_s: float = 60.0  # a WAV that takes longer to draw is stopped, answered 503
+    max_renders: int = 2  # piano rolls and WAVs drawn at once (WAVs each in a child process)
+    render: RenderConfig = field(default_factory=RenderConfig)  # synth, soundfont, sample_rate, max_seconds of the WAVs
 
 
 ConfigStore.instance().store(name="serve_schema", node=ServeConfig)
@@ -73,17 +93,47 @@ def no_nan(text: str):
     raise RequestError(f"{text} is not a number JSON allows")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused past ``limit`` bytes whether or not it declared its length."""
+def read_json(body: bytes) -> dict:
+    """The fields of a JSON body; anything else is one line.
+
+    Nesting is capped while parsing: ``json.loads`` counts each level against Python's recursion
+    limit and stops with a RecursionError past it (a body of 100,000 ``[`` is refused at the
+    first thousand, in milliseconds). A scan before parsing would have to skip strings: with a
+    regular expression that took most of a second on a 2 MB string, and longer on some."""
+    try:
+        sent = json.loads(body or b"{}", parse_constant=no_nan)
+    except RecursionError:
+        raise RequestError("the body nests arrays or objects too deeply; send an object of fields") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestError(f"the body is not valid JSON: {str(e).splitlines()[0][:200]}") from None
+    if not isinstance(sent, dict):
+        raise RequestError(f"the body must be a JSON object of fields, not {type(sent).__name__}")
+    return sent
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, refused past ``limit`` bytes whether or not it declared its length, and past
+    ``timeout`` seconds (a body sent a byte a second holds its connection and its memory). Either
+    refusal closes the connection: the rest of the body is not read."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise RequestError(f"request body is {int(declared):,} bytes, over the limit of {limit:,}", 413)
+        raise RequestError(f"request body is {int(declared):,} bytes, over the limit of {limit:,}", 413, close=True)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(f"request body is over the limit of {limit:,} bytes", 413)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError(f"request body is over the limit of {limit:,} bytes", 413, close=True)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError(f"the request body took over {timeout:g} s to arrive ({size:,} bytes came)", 408,
+                           close=True) from None
+    except ClientDisconnect:  # no one reads this answer; it keeps the log free of tracebacks
+        raise RequestError("the client closed the connection before its body arrived", close=True) from None
+    finally:
+        if size >= 1_000_000:  # a large body, freed when its request is over: give its memory back
+            trim_soon()
     return b"".join(chunks)
 
 
@@ -114,15 +164,31 @@ async def read_form(request: Request, body: bytes, primer_limit: int) -> tuple[d
     return sent, primer
 
 
-def create_app(cfg: ServeConfig, model) -> FastAPI:
+def check_limits(cfg: ServeConfig) -> None:
+    """One line for a limit that would refuse everything, or nothing."""
+    positive = ("max_bars", "max_queue", "max_batch_rows", "max_body_bytes", "max_primer_bytes", "max_connections",
+                "idle_timeout_s", "header_timeout_s", "body_timeout_s", "render_timeout_s", "max_renders")
+    for name in positive:
+        if not getattr(cfg, name) > 0:
+            raise UserError(f"{name} must be above 0 (got {getattr(cfg, name)})")
+    check_render_length(0.0, cfg.render.max_seconds)
+
+
+def open_store(cfg: ServeConfig) -> PieceStore:
+    """The folder of pieces, claimed and pruned (before the model loads: a wrong out_dir fails fast)."""
+    return PieceStore(cfg.out_dir, cfg.keep_pieces, cfg.max_pieces_bytes)
+
+
+def create_app(cfg: ServeConfig, model, store: PieceStore | None = None) -> FastAPI:
     """The app around a loaded model; its batcher's worker thread stops when the app shuts down."""
+    check_limits(cfg)
     defaults = SampleConfig()
     request_defaults = {"instruments": None, "style": None, "bars": defaults.bars, "temperature": defaults.temperature,
                         "top_k": defaults.top_k, "top_p": defaults.top_p, "seed": None}
     vocab = model.vocab
     limits = Limits(cfg.max_bars, cfg.max_temperature, len(vocab), cfg.max_body_bytes, cfg.max_primer_bytes)
-    store = PieceStore(cfg.out_dir, cfg.keep_pieces)
-    composer = Composer(model, store, cfg.render, defaults.primer_bars)
+    store = store if store is not None else open_store(cfg)  # (an empty store is falsy)
+    composer = Composer(model, store, cfg.render, defaults.primer_bars, cfg.render_timeout_s, cfg.max_renders)
     batcher = Batcher(composer.run_batch, cfg.max_queue, cfg.max_batch_rows, cfg.batch_window_ms / 1000)
     session = composer.session
     model_info = {
@@ -134,19 +200,24 @@ def create_app(cfg: ServeConfig, model) -> FastAPI:
         "primer_bars": defaults.primer_bars,
         **describe(vocab.instruments, vocab.styles, limits, request_defaults),
     }
-    model_info["limits"] |= {"queue": cfg.max_queue, "batch_rows": cfg.max_batch_rows, "keep_pieces": cfg.keep_pieces}
+    model_info["limits"] |= {"queue": cfg.max_queue, "batch_rows": cfg.max_batch_rows, "keep_pieces": cfg.keep_pieces,
+                             "pieces_bytes": cfg.max_pieces_bytes, "wav_seconds": cfg.render.max_seconds}
 
     @asynccontextmanager
     async def lifespan(_):
-        yield
-        await asyncio.to_thread(batcher.close)  # answer what is queued, then stop the worker
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(batcher.close)  # answer what is queued, then stop the worker
+            store.close()
 
     app = FastAPI(title="DeepOrb", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.batcher, app.state.store = batcher, store
+    app.add_middleware(HostCheck, allowed=host_names(cfg.host, cfg.allowed_hosts))
 
     @app.exception_handler(RequestError)
     async def request_error(_, e: RequestError):
-        return JSONResponse({"error": str(e)}, status_code=e.status)
+        return JSONResponse({"error": str(e)}, status_code=e.status, headers={"connection": "close"} if e.close else None)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException):
@@ -179,15 +250,10 @@ def create_app(cfg: ServeConfig, model) -> FastAPI:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in ("application/json", "multipart/form-data"):
             raise RequestError(f"send application/json or multipart/form-data (got {kind or 'no content type'!r})", 415)
-        body = await read_body(request, cfg.max_body_bytes)
+        body = await read_body(request, cfg.max_body_bytes, cfg.body_timeout_s)
         primer = None
         if kind == "application/json":
-            try:
-                sent = json.loads(body or b"{}", parse_constant=no_nan)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise RequestError(f"the body is not valid JSON: {str(e).splitlines()[0]}") from None
-            if not isinstance(sent, dict):
-                raise RequestError(f"the body must be a JSON object of fields, not {type(sent).__name__}")
+            sent = read_json(body)
         else:
             sent, primer = await read_form(request, body, cfg.max_primer_bytes)
         fresh = int(np.random.SeedSequence().entropy % (2**31))
@@ -232,9 +298,10 @@ def create_app(cfg: ServeConfig, model) -> FastAPI:
         piece_id, _, ext = name.partition(".")
         if ext not in KINDS:
             raise RequestError(f"no such file: {name} (a piece has .mid, .png and .wav)", 404)
-        path = await run_in_threadpool(composer.render, piece_id, ext)
+        path = await composer.file(piece_id, ext)
         if path is None:
-            raise RequestError(f"no piece {piece_id!r} here (unknown, or pruned past the newest {cfg.keep_pieces})", 404)
+            raise RequestError(f"no piece {piece_id!r} here (unknown, or pruned: the server keeps the newest "
+                               f"{cfg.keep_pieces} pieces, {cfg.max_pieces_bytes:,} bytes)", 404)
         filename = f"deeporb-{piece_id[:8]}.{ext}"
         return FileResponse(path, media_type=KINDS[ext], filename=filename if ext == "mid" else None)
 
@@ -255,13 +322,37 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
+def server_config(cfg: ServeConfig, app: FastAPI):
+    """uvicorn's settings for ``app``: its HTTP/1.1 protocol with the connection limits and timers
+    of :mod:`deeporb.serve.guard`, and the idle (keep-alive) timeout."""
+    import uvicorn
+
+    protocol = guarded_protocol(cfg.header_timeout_s, cfg.max_connections)
+    return uvicorn.Config(app, http=protocol, timeout_keep_alive=cfg.idle_timeout_s, log_level="warning")
+
+
+def no_authentication_warning(cfg: ServeConfig) -> str | None:
+    """One line when the server is reachable beyond this machine, which it serves unauthenticated."""
+    if is_loopback(cfg.host):
+        return None
+    names = ", ".join(host_names(cfg.host, cfg.allowed_hosts))
+    return (f"warning: host={cfg.host} serves other machines, with no authentication: anyone who reaches it can use it "
+            f"(put it behind a reverse proxy with authentication to expose it); Host names answered: {names} "
+            "(allowed_hosts=[...])")
+
+
 def run(cfg: ServeConfig) -> None:
     """What ``python serve.py`` does: load the model, bind, print the URL, serve until Ctrl-C."""
     import uvicorn
 
     check_audio(cfg.render.synth, cfg.render.soundfont, cfg.render.fluidsynth)  # fail before loading
+    check_limits(cfg)
+    store = open_store(cfg)
     model = load_generator(cfg.ckpt_path, cfg.device)
-    app = create_app(cfg, model)
+    app = create_app(cfg, model, store)
     sock = bind(cfg.host, cfg.port)
+    warning = no_authentication_warning(cfg)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     print(f"serving {model.checkpoint_path} at {url_of(sock)}  (pieces in {cfg.out_dir})", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    uvicorn.Server(server_config(cfg, app)).run(sockets=[sock])

@@ -13,6 +13,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+from deeporb.generation.draw import GREEDY_BELOW
+
 MAX_SEED = 2**31 - 1
 NUMBERS = ("bars", "temperature", "top_k", "top_p", "seed")
 FIELDS = ("instruments", "style", *NUMBERS)
@@ -23,9 +25,10 @@ class RequestError(Exception):
     """A request the client can fix: ``status`` is the HTTP status (4xx, 503 for a full queue), the
     message the one line the client reads."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.close = close  # answered with Connection: close (a body left unread)
 
 
 @dataclass(frozen=True)
@@ -64,18 +67,24 @@ class PieceRequest:
         return d
 
 
+def _shown(value) -> str:
+    """A value as an error line quotes it: a 400-digit number is not one clear line."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
+
+
 def _whole(name: str, value, low: int, high: int) -> int:
     if isinstance(value, str):
         try:
             value = int(value.strip())
-        except ValueError:
-            raise RequestError(f"{name} must be a whole number (got {value!r})") from None
+        except ValueError:  # "1e400", "2.5", "eight", or past Python's 4300 digits
+            raise RequestError(f"{name} must be a whole number (got {_shown(value)})") from None
     elif isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(f"{name} must be a whole number (got {value!r})")
+        raise RequestError(f"{name} must be a whole number (got {_shown(value)})")
     if not low <= value <= high:
-        raise RequestError(f"{name} must be between {low} and {high} (got {value})")
+        raise RequestError(f"{name} must be between {low} and {high} (got {_shown(value)})")
     return value
 
 
@@ -84,21 +93,34 @@ def _bars(value, most: int) -> int:
     try:
         return _whole("bars", value, 1, most)
     except RequestError as e:
-        too_many = isinstance(value, (int, float, str)) and str(e).startswith("bars must be between")
-        raise RequestError(f"{e}: this server's max_bars" if too_many and float(value) > most else str(e)) from None
+        too_many = str(e).startswith("bars must be between") and int(value) > most  # not float(): 10**400 overflows
+        raise RequestError(f"{e}: this server's max_bars" if too_many else str(e)) from None
 
 
 def _number(name: str, value, low: float, high: float, low_open: bool = False) -> float:
+    given, out_of_range = value, f"{name} must be in {'(' if low_open else '['}{low}, {high}] (got {_shown(value)})"
     if isinstance(value, str):
         try:
             value = float(value.strip())
         except ValueError:
-            raise RequestError(f"{name} must be a number (got {value!r})") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RequestError(f"{name} must be a finite number (got {value!r})")
+            raise RequestError(f"{name} must be a number (got {_shown(value)})") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > 2**64:  # a JSON integer past any limit (and maybe past a float's range)
+            raise RequestError(out_of_range)
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, float) or not math.isfinite(value):
+        raise RequestError(f"{name} must be a finite number (got {_shown(given)})")
     if not (low < value if low_open else low <= value) or value > high:
-        raise RequestError(f"{name} must be in {'(' if low_open else '['}{low}, {high}] (got {value})")
-    return float(value)
+        raise RequestError(out_of_range)
+    return value
+
+
+def _temperature(value, most: float) -> float:
+    """Below the draw's :data:`~deeporb.generation.draw.GREEDY_BELOW` the draw is greedy (1e-300
+    once failed every request batched with it): such a temperature is read as 0, as the draw reads
+    it, so it also batches with the greedy requests."""
+    t = _number("temperature", value, 0.0, most)
+    return 0.0 if t < GREEDY_BELOW else t
 
 
 def _names(value) -> list[str]:
@@ -106,7 +128,7 @@ def _names(value) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise RequestError(f"instruments must be a list of instrument names (got {value!r})")
+        raise RequestError(f"instruments must be a list of instrument names (got {_shown(value)})")
     return [n.strip() for v in value for n in v.split(",") if n.strip()]
 
 
@@ -120,7 +142,7 @@ def read_fields(sent: Mapping, instruments: tuple[str, ...], styles: tuple[str, 
     """
     unknown = sorted(set(sent) - set(FIELDS) - set(FORM_ONLY))
     if unknown:
-        raise RequestError(f"unknown field {', '.join(map(repr, unknown))}; the fields are: {', '.join(FIELDS)}")
+        raise RequestError(f"unknown field {', '.join(map(_shown, unknown[:5]))}; the fields are: {', '.join(FIELDS)}")
     given = {k: v for k, v in sent.items() if v is not None and v != "" and v != [""] and k in FIELDS}
 
     chosen = None
@@ -130,20 +152,20 @@ def read_fields(sent: Mapping, instruments: tuple[str, ...], styles: tuple[str, 
             raise RequestError(f"instruments is empty; name one or more of: {', '.join(instruments)}")
         bad = [k for k in chosen if k not in instruments]
         if bad:
-            raise RequestError(f"unknown instrument {', '.join(map(repr, bad))}; this model knows: {', '.join(instruments)}")
+            raise RequestError(f"unknown instrument {', '.join(map(_shown, bad[:5]))}; this model knows: {', '.join(instruments)}")
     style = given.get("style", defaults.get("style"))
     if style is not None:
         if not isinstance(style, str):
-            raise RequestError(f"style must be a style name (got {style!r})")
+            raise RequestError(f"style must be a style name (got {_shown(style)})")
         if style not in styles:
             known = f"this model knows: {', '.join(styles)}" if styles else "this model has no styles; leave style out"
-            raise RequestError(f"unknown style {style!r}; {known}")
+            raise RequestError(f"unknown style {_shown(style)}; {known}")
     value = {k: given.get(k, defaults.get(k)) for k in NUMBERS}
     return PieceRequest(
         instruments=chosen,
         style=style,
         bars=_bars(value["bars"], limits.max_bars),
-        temperature=_number("temperature", value["temperature"], 0.0, limits.max_temperature),
+        temperature=_temperature(value["temperature"], limits.max_temperature),
         top_k=_whole("top_k", value["top_k"], 0, limits.max_top_k),
         top_p=_number("top_p", value["top_p"], 0.0, 1.0, low_open=True),
         seed=fresh_seed if value["seed"] is None else _whole("seed", value["seed"], 0, MAX_SEED),
@@ -158,6 +180,7 @@ def describe(instruments, styles, limits: Limits, defaults: Mapping) -> dict:
         "limits": {
             "bars": [1, limits.max_bars],
             "temperature": [0.0, limits.max_temperature],
+            "greedy_below": GREEDY_BELOW,  # a smaller temperature is read as 0: greedy
             "top_k": [0, limits.max_top_k],
             "top_p": [0.0, 1.0],  # 0 excluded
             "seed": [0, MAX_SEED],

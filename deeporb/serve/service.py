@@ -8,12 +8,24 @@ from its own ``torch.Generator`` seeded with its seed, so a piece depends on its
 alone, not on what it was batched with. The steps are :func:`deeporb.generation.compose.compose`'s
 (both views; the same prompts, checks and decoding), split at the one ``generate`` call that
 requests share. Each piece's MIDI is written before its request is answered; the piano roll
-and the WAV are drawn when first fetched (:meth:`Composer.render`), so clients that want only
+and the WAV are drawn when first fetched (:meth:`Composer.file`), so clients that want only
 MIDI never pay for them and the worker goes straight on to the next batch.
+
+The WAV is synthesized in a child process (:data:`WAV_CHILD`), never in the server's: the
+synthesizer holds the GIL and the whole WAV in memory while it runs, and a piece at MIDI's
+slowest tempo once made the server answer nothing for 97 s. The child is refused up front
+past ``render.max_seconds``, killed past ``render_timeout_s``, and its memory goes back to
+the system when it exits. At most ``max_renders`` drawings run at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +48,28 @@ from deeporb.generation.compose import (
 from deeporb.generation.loop import draw_header, generate
 from deeporb.generation.prompts import Primer, bar_grid, build_prompts, load_primer, score_prompt
 from deeporb.midi import write_midi
-from deeporb.render.audio import render_wav
+from deeporb.render.audio import check_render_length
 from deeporb.render.roll import piano_roll
 from deeporb.serve.batcher import Job
 from deeporb.serve.fields import PieceRequest, RequestError
 from deeporb.serve.pieces import PieceStore
 from deeporb.stages.sample import RenderConfig
+
+# the child that synthesizes a WAV: it imports the synthesizer's module alone (a fraction of a
+# second, no torch) and yields the CPU to the server (nice 10); a UserError is its one line on
+# stderr and exit status 2
+WAV_CHILD = """
+import os, sys
+os.nice(10)
+from deeporb.errors import UserError
+from deeporb.render.audio import render_wav
+midi, wav, synth, soundfont, fluidsynth, rate, most = sys.argv[1:]
+try:
+    render_wav(midi, wav, synth, soundfont or None, fluidsynth, int(rate), max_seconds=float(most))
+except UserError as e:
+    print(e, file=sys.stderr)
+    sys.exit(2)
+"""
 
 
 @dataclass
@@ -74,13 +102,17 @@ class Piece:
 
 
 class Composer:
-    def __init__(self, model, store: PieceStore, render: RenderConfig, primer_bars: int) -> None:
+    def __init__(self, model, store: PieceStore, render: RenderConfig, primer_bars: int,
+                 render_timeout_s: float = 60.0, max_renders: int = 2) -> None:
         self.model, self.store, self.render_cfg, self.primer_bars = model, store, render, primer_bars
+        self.render_timeout_s = render_timeout_s
         self.vocab, self.session = model.vocab, facts(model)
         self.view = self.session.view
         self.device = next(model.parameters()).device
         self.pieces: dict[str, Piece] = {}  # kept pieces, for rendering on demand
         self._render_lock = threading.Lock()  # pyplot's state is global: one drawing at a time
+        self._renders = asyncio.Semaphore(max_renders)
+        self._drawing: dict[tuple[str, str], asyncio.Task] = {}  # the file each drawing in progress makes
 
     def plan(self, request: PieceRequest, primer: Path | None, primer_name: str = "primer") -> Plan:
         """Check, read the primer (if any), draw what the request leaves open, build the prompts.
@@ -177,6 +209,7 @@ class Composer:
         piece = self.finish(plan, rows)
         piece_id = self.store.new_id()
         write_midi(self.store.path(piece_id, "mid"), piece.tracks, piece.tempos, piece.meter.changes(self.vocab.config))
+        self.store.added(piece_id)
         lines, _ = bar_grid(piece.meter, piece.bars, self.vocab.config)
         written = Piece(piece_id, plan.request.seed, piece, lines / self.vocab.config.resolution)
         self.pieces[piece_id] = written
@@ -184,25 +217,75 @@ class Composer:
             del self.pieces[gone]
         return written
 
-    def render(self, piece_id: str, kind: str) -> Path | None:
-        """The piece's file of this kind, drawn now if it is not yet (None: unknown or pruned)."""
+    async def file(self, piece_id: str, kind: str) -> Path | None:
+        """The piece's file of this kind, drawn now if it is not yet (None: unknown or pruned).
+        Requests for a file being drawn wait for that one drawing."""
         path = self.store.find(piece_id, kind)
         if path is None or path.is_file():
             return path
         piece = self.pieces.get(piece_id)
         if piece is None:
             return None
-        with self._render_lock:
-            if not path.is_file():  # drawn beside, then renamed: a reader never sees half a file
-                draft = path.with_name(f".draft-{path.name}")
+        key = (piece_id, kind)
+        task = self._drawing.get(key)
+        if task is None:
+            task = self._drawing[key] = asyncio.ensure_future(self._draw(piece, kind))
+            task.add_done_callback(lambda t: self._drawn(key, t))
+        return await asyncio.shield(task)  # a client that goes away does not stop the drawing
+
+    def _drawn(self, key: tuple[str, str], task: asyncio.Task) -> None:
+        self._drawing.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # seen here, so a drawing whose clients all left logs no warning
+
+    async def _draw(self, piece: Piece, kind: str) -> Path | None:
+        path, draft = self.store.path(piece.id, kind), self.store.draft(piece.id, kind)
+        if kind == "wav":  # before the work: the length is known, and it bounds the WAV's bytes
+            try:
+                check_render_length(piece.composition.seconds, self.render_cfg.max_seconds)
+            except UserError as e:
+                raise RequestError(f"{str(e).split(';')[0]}: this server draws no WAV that long; "
+                                   "ask for fewer bars, or a primer at a faster tempo", 422) from None
+        try:
+            async with self._renders:
                 if kind == "png":
-                    piano_roll(piece.composition.tracks, draft, title=f"seed {piece.seed}", bar_lines=piece.bar_lines)
+                    await asyncio.to_thread(self._roll, piece, draft)
                 else:
-                    cfg = self.render_cfg
-                    render_wav(self.store.path(piece_id, "mid"), draft, cfg.synth, cfg.soundfont, cfg.fluidsynth,
-                               cfg.sample_rate)
-                draft.replace(path)
-        if self.store.find(piece_id, kind) is None:  # pruned while it was drawn
+                    await self._wav(piece.id, draft)
+            draft.replace(path)  # drawn beside, then renamed: a reader never sees half a file
+        finally:
+            self.store.discard_drafts(piece.id, kind)
+        self.store.added(piece.id)
+        if self.store.find(piece.id, kind) is None:  # pruned while it was drawn
             path.unlink(missing_ok=True)
             return None
         return path
+
+    def _roll(self, piece: Piece, draft: Path) -> None:
+        with self._render_lock:
+            piano_roll(piece.composition.tracks, draft, title=f"seed {piece.seed}", bar_lines=piece.bar_lines)
+
+    async def _wav(self, piece_id: str, draft: Path) -> None:
+        """Synthesize the WAV in a child process (:data:`WAV_CHILD`), killed past ``render_timeout_s``."""
+        cfg, midi = self.render_cfg, self.store.path(piece_id, "mid")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WAV_CHILD, str(midi), str(draft), cfg.synth, cfg.soundfont or "", cfg.fluidsynth,
+            str(cfg.sample_rate), str(cfg.max_seconds), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, start_new_session=True)  # its own group: a FluidSynth it starts goes with it
+        try:
+            async with asyncio.timeout(self.render_timeout_s):
+                _, err = await proc.communicate()
+        except TimeoutError:
+            raise RequestError(f"the WAV took over {self.render_timeout_s:g} s to draw (render_timeout_s), "
+                               "so the server stopped it; retry later or ask for a shorter piece", 503) from None
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        lines = err.decode(errors="replace").strip().splitlines() or ["no output"]
+        line = lines[-1].replace(str(midi), "the piece")
+        if proc.returncode == 2:
+            raise RequestError(line, 422)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the WAV renderer exited with status {proc.returncode}: {line[:300]}")
