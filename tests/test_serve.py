@@ -13,8 +13,9 @@ import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -24,6 +25,7 @@ from midi_factory import make_midi, scale
 
 from deeporb.checkpoints import load_generator
 from deeporb.encoding.words import BOS, EOS, PAD, EncodingConfig, Vocabulary, encode
+from deeporb.generation.compose import Settings
 from deeporb.instruments import program_key
 from deeporb.midi import read_midi
 from deeporb.model import LSTMGenerator
@@ -162,8 +164,9 @@ def test_model_endpoint_names_instruments_limits_and_defaults(server):
     assert info["checkpoint"] == "tiny.ckpt" and info["default_meter"] == "4/4" and info["qpm"] == 100.0
     assert info["limits"]["bars"] == [1, 16] and info["limits"]["primer_bytes"] == 100_000
     assert info["limits"]["top_k"][1] > 300 and info["limits"]["queue"] == 64
-    assert info["defaults"] | {"bars": None} == {"instruments": None, "style": None, "bars": None,
-                                                 "temperature": 1.0, "top_k": 0, "top_p": 0.95, "seed": None}
+    assert info["defaults"] == asdict(Settings())  # sample.py's sampling settings, every one of them
+    assert set(info["defaults"]) >= {"bars", "min_bars", "temperature", "top_k", "top_p", "seed", "instruments",
+                                     "style", "primer_bars", "keep_primer", "tempo"}
 
 
 def test_generate_answers_urls_that_serve_midi_png_and_wav(server, tmp_path):
@@ -252,7 +255,7 @@ def test_the_page_is_served_at_the_root(server):
     ({"top_p": 1.5}, 400, "top_p must be in (0.0, 1.0] (got 1.5)"),
     ({"seed": -1}, 400, "seed must be between 0 and 2147483647 (got -1)"),
     ({"seed": 2**40}, 400, "seed must be between 0 and 2147483647"),
-    ({"colour": "blue"}, 400, "unknown field 'colour'; the fields are: instruments, style, bars"),
+    ({"colour": "blue"}, 400, "unknown field 'colour'; the fields are: bars, min_bars, temperature"),
 ])
 def test_bad_fields_are_one_clear_line(server, fields, status, message):
     url, _ = server
@@ -443,12 +446,13 @@ def test_a_score_view_model_with_styles_composes_named_or_drawn_ensembles(tmp_pa
 
 def test_styles_are_listed_when_the_model_has_them():
     limits = Limits(8, 5.0, 100, 1000, 1000)
-    read = dict(instruments=("piano",), styles=("bach", "pop"), limits=limits, defaults={"bars": 4}, fresh_seed=5)
-    base = {"temperature": 1, "top_k": 0, "top_p": 1}
-    assert read_fields({"style": "pop", **base}, **read).style == "pop"
+    vocab = SimpleNamespace(instruments=("piano",), styles=("bach", "pop"))
+    base = {"temperature": 1, "top_k": 0, "top_p": 1, "bars": 4}
+    assert read_fields({"style": "pop", **base}, vocab, limits).style == "pop"
     with pytest.raises(RequestError, match=r"^unknown style 'jazz'; this model knows: bach, pop$"):
-        read_fields({"style": "jazz", **base}, **read)
-    assert replace(read_fields(base, **read), seed=0).batch_key() == (4, 1.0, 0, 1.0)
+        read_fields({"style": "jazz", **base}, vocab, limits)
+    read = read_fields(base, vocab, limits)
+    assert read.seed is not None and replace(read, seed=None) == Settings(bars=4, temperature=1.0, top_p=1.0)
 
 
 def test_the_hydra_app_prints_its_url_and_serves(checkpoint, tmp_path):
@@ -469,3 +473,54 @@ def test_the_hydra_app_without_a_checkpoint_is_one_error_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: pass ckpt_path=PATH (a .ckpt file or a training run folder)"]
+
+
+# ---------------------------------------------------------------------------------------
+# one generation path: the service writes what sample.py writes
+
+
+def score_checkpoint(path: Path) -> Path:
+    """A tiny untrained score-view model with two styles, each in its own meter, saved as a file."""
+    torch.manual_seed(1)
+    vocab = Vocabulary(EncodingConfig(), KEYS, styles=("bach", "pop"))
+    model = LSTMGenerator(vocab.to_dict(), embed_dim=16, hidden_size=32, num_layers=1, dropout=0.0,
+                          session={"view": "score", "qpm_median": 90.0, "styles": ["bach", "pop"],
+                                   "time_signatures": {"3/4": 3, "4/4": 2},
+                                   "style_time_signatures": {"bach": {"3/4": 3}, "pop": {"4/4": 2}}})
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    return path
+
+
+@pytest.mark.parametrize("view", ["tracks", "score"])
+@pytest.mark.parametrize("with_primer", [False, True])
+def test_a_served_piece_equals_sample_pys_for_the_same_checkpoint_settings_and_seed(
+        view, with_primer, checkpoint, tmp_path):
+    """Every setting away from its default, sent as form fields beside a primer or as JSON; the
+    MIDI the service writes is byte for byte the one sample.py writes (issue 18)."""
+    from deeporb.stages.sample import RenderConfig, SampleConfig, sample
+
+    ckpt = checkpoint if view == "tracks" else score_checkpoint(tmp_path / "score.ckpt")
+    settings = {"bars": 3, "temperature": 1.3, "top_k": 40, "top_p": 0.9, "seed": 11, "tempo": 96.5,
+                "instruments": ["acoustic_bass", "drums"]}
+    if view == "score":
+        settings |= {"min_bars": 2, "instruments": None}  # the model draws the style, the ensemble and may end
+    if with_primer:
+        settings |= {"primer_bars": 1, "keep_primer": False}
+        primer = make_midi(tmp_path / "primer.mid", piece_tracks(9, bars=2))
+    with running(load_generator(ckpt), tmp_path / "pieces", max_bars=16) as (url, _):
+        if with_primer:
+            form = {k: (",".join(v) if isinstance(v, list) else str(v).lower() if isinstance(v, bool) else str(v))
+                    for k, v in settings.items() if v is not None}
+            status, answer, _ = call(url, "/api/generate", *multipart(form, {"primer": ("p.mid", primer.read_bytes())}))
+        else:
+            status, answer, _ = call(url, "/api/generate", settings)
+        assert status == 200, answer
+        status, served, _ = call(url, answer["midi_url"])
+        assert status == 200
+    assert {k: answer["settings"][k] for k in settings} == settings
+    out = tmp_path / "sampled"
+    [result] = sample(SampleConfig(ckpt_path=str(ckpt), num_samples=1, out_dir=str(out),
+                                   primer=str(primer) if with_primer else None,
+                                   render=RenderConfig(piano_roll=False, page=False), **settings))
+    assert result.notes > 0 and result.style == answer["style"] and result.bars == answer["bars"]
+    assert result.midi.read_bytes() == served

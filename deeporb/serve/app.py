@@ -26,10 +26,9 @@ import socket
 import sys
 import tempfile
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from hydra.core.config_store import ConfigStore
@@ -47,7 +46,7 @@ from deeporb.serve.fields import FIELDS, Limits, RequestError, describe, read_fi
 from deeporb.serve.guard import HostCheck, guarded_protocol, host_names, is_loopback, trim_soon
 from deeporb.serve.pieces import KINDS, PieceStore
 from deeporb.serve.service import Composer
-from deeporb.stages.sample import RenderConfig, SampleConfig
+from deeporb.stages.sample import RenderConfig
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("page.html")
@@ -57,8 +56,8 @@ PAGE = Path(__file__).with_name("page.html")
 class ServeConfig:
     """``python serve.py ckpt_path=RUN_OR_CKPT KEY=VALUE ...``: every setting of the server.
 
-    A request's own defaults (bars, temperature, top_k, top_p) are sample.py's
-    (:class:`deeporb.stages.sample.SampleConfig`), so the page and ``sample.py`` agree.
+    A request's fields and their defaults are sample.py's sampling settings
+    (:class:`deeporb.generation.compose.Settings`), so the page and ``sample.py`` agree.
     """
 
     ckpt_path: str | None = None  # a .ckpt file, or a training run folder
@@ -182,13 +181,10 @@ def open_store(cfg: ServeConfig) -> PieceStore:
 def create_app(cfg: ServeConfig, model, store: PieceStore | None = None) -> FastAPI:
     """The app around a loaded model; its batcher's worker thread stops when the app shuts down."""
     check_limits(cfg)
-    defaults = SampleConfig()
-    request_defaults = {"instruments": None, "style": None, "bars": defaults.bars, "temperature": defaults.temperature,
-                        "top_k": defaults.top_k, "top_p": defaults.top_p, "seed": None}
     vocab = model.vocab
     limits = Limits(cfg.max_bars, cfg.max_temperature, len(vocab), cfg.max_body_bytes, cfg.max_primer_bytes)
     store = store if store is not None else open_store(cfg)  # (an empty store is falsy)
-    composer = Composer(model, store, cfg.render, defaults.primer_bars, cfg.render_timeout_s, cfg.max_renders)
+    composer = Composer(model, store, cfg.render, cfg.render_timeout_s, cfg.max_renders)
     batcher = Batcher(composer.run_batch, cfg.max_queue, cfg.max_batch_rows, cfg.batch_window_ms / 1000)
     session = composer.session
     model_info = {
@@ -197,8 +193,7 @@ def create_app(cfg: ServeConfig, model, store: PieceStore | None = None) -> Fast
         "meters": sorted(session.time_signatures, key=lambda m: -int(session.time_signatures[m])),
         "default_meter": "{}/{}".format(*session.meter().signatures[0]),
         "qpm": session.qpm_median,
-        "primer_bars": defaults.primer_bars,
-        **describe(vocab.instruments, vocab.styles, limits, request_defaults),
+        **describe(vocab, limits),
     }
     model_info["limits"] |= {"queue": cfg.max_queue, "batch_rows": cfg.max_batch_rows, "keep_pieces": cfg.keep_pieces,
                              "pieces_bytes": cfg.max_pieces_bytes, "wav_seconds": cfg.render.max_seconds}
@@ -256,10 +251,9 @@ def create_app(cfg: ServeConfig, model, store: PieceStore | None = None) -> Fast
             sent = read_json(body)
         else:
             sent, primer = await read_form(request, body, cfg.max_primer_bytes)
-        fresh = int(np.random.SeedSequence().entropy % (2**31))
-        piece_request = read_fields(sent, vocab.instruments, vocab.styles, limits, request_defaults, fresh)
+        settings = read_fields(sent, vocab, limits)
         if primer is None:
-            plan = await run_in_threadpool(composer.plan, piece_request, None)
+            plan = await run_in_threadpool(composer.plan, settings, None)
         else:
             data = await primer.read()
             name = Path(primer.filename or "primer.mid").name
@@ -270,7 +264,7 @@ def create_app(cfg: ServeConfig, model, store: PieceStore | None = None) -> Fast
             with tempfile.TemporaryDirectory(prefix="deeporb-primer-") as tmp:
                 path = Path(tmp) / "primer.mid"
                 path.write_bytes(data)
-                plan = await run_in_threadpool(composer.plan, piece_request, path, name)
+                plan = await run_in_threadpool(composer.plan, settings, path, name)
         try:
             future = batcher.submit(composer.job(plan))
         except QueueFull as e:
@@ -291,6 +285,8 @@ def create_app(cfg: ServeConfig, model, store: PieceStore | None = None) -> Fast
             "bars": made.bars,
             "time_signature": made.time_signature,
             "qpm": made.tempos[0][1],
+            "ended": made.ended,  # the model ended it (<eos>) before `bars`
+            "settings": asdict(plan.settings),  # the whole record: send it back to get the same piece
         }
 
     @app.get("/api/pieces/{name}")

@@ -2,7 +2,7 @@
 
 Handlers :meth:`Batcher.submit` jobs and await their futures; a worker thread takes the
 oldest job together with every waiting job that may share its batch (equal
-:meth:`deeporb.serve.fields.PieceRequest.batch_key`, up to ``max_rows`` sampler rows), runs
+:meth:`deeporb.generation.compose.Plan.batch_key`, up to ``max_rows`` sampler rows), runs
 them as one call, and goes again. So requests that arrive while a batch runs are served
 together by the next one, and the event loop never waits on the model. The queue is
 bounded: a full queue is :class:`QueueFull` (the app answers 503), not unbounded memory.

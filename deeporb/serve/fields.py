@@ -1,23 +1,28 @@
 """The fields of ``POST /api/generate``: read from JSON or a form, checked against the model.
 
-One function, :func:`read_fields`, turns what a client sent (a JSON object, or multipart
-form strings) into a :class:`PieceRequest` or a :class:`RequestError` whose message is the
-one line the client sees. Every check a request can fail is here, before it queues, so
-the generation worker only ever sees requests it can serve. :func:`describe` is the
-other side of the same contract: the limits and defaults ``GET /api/model`` announces.
+The fields are the sampling settings' record, :class:`deeporb.generation.compose.Settings`,
+with its defaults: a request offers every setting ``sample.py`` has, and a new setting there
+is a field here (:data:`READERS` must read each one). :func:`read_fields` turns what a client
+sent (a JSON object, or multipart form strings) into a ``Settings`` or a :class:`RequestError`
+whose message is the one line the client sees; what needs the model (a primer, ranges such as
+``min_bars`` within ``bars``) is checked by :func:`deeporb.generation.compose.plan`, before the
+request queues. :func:`describe` is the other side of the same contract: the limits and
+defaults ``GET /api/model`` announces.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
+from deeporb.generation.compose import MAX_TEMPO, MIN_TEMPO, Settings
 from deeporb.generation.draw import GREEDY_BELOW
+from deeporb.generation.prompts import MAX_PRIMER_BARS
 
 MAX_SEED = 2**31 - 1
-NUMBERS = ("bars", "temperature", "top_k", "top_p", "seed")
-FIELDS = ("instruments", "style", *NUMBERS)
+FIELDS = tuple(f.name for f in fields(Settings))
+DEFAULTS = asdict(Settings())
 FORM_ONLY = ("primer",)  # the upload; read by the app, not here
 
 
@@ -40,31 +45,6 @@ class Limits:
     max_top_k: int  # the vocabulary's size
     body_bytes: int
     primer_bytes: int
-
-
-@dataclass(frozen=True)
-class PieceRequest:
-    """A checked request. ``seed`` is always set (a fresh one when the client gave none), so
-    the response can say which seed reproduces the piece."""
-
-    instruments: tuple[str, ...] | None  # None: the primer's known ones, else all the model knows
-    style: str | None
-    bars: int
-    temperature: float
-    top_k: int
-    top_p: float
-    seed: int
-
-    def batch_key(self) -> tuple:
-        """Requests with equal keys can share one batch: the sampler takes one length and one
-        filter for all rows (seeds and instruments may differ: each request draws from its own
-        generator)."""
-        return (self.bars, self.temperature, self.top_k, self.top_p)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["instruments"] = list(self.instruments) if self.instruments else None
-        return d
 
 
 def _shown(value) -> str:
@@ -132,60 +112,83 @@ def _names(value) -> list[str]:
     return [n.strip() for v in value for n in v.split(",") if n.strip()]
 
 
-def read_fields(sent: Mapping, instruments: tuple[str, ...], styles: tuple[str, ...],
-                limits: Limits, defaults: Mapping, fresh_seed: int) -> PieceRequest:
-    """Check what a client sent against the model and the limits -> a :class:`PieceRequest`.
+def _flag(name: str, value) -> bool:
+    """A JSON boolean, or a form's ``true``/``false`` (``1``/``0``)."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    if not isinstance(value, bool):
+        raise RequestError(f"{name} must be true or false (got {_shown(value)})")
+    return value
+
+
+def _name(name: str, value, known: tuple[str, ...], what: str) -> str:
+    if not isinstance(value, str):
+        raise RequestError(f"{name} must be {what} name (got {_shown(value)})")
+    if value not in known:
+        said = f"this model knows: {', '.join(known)}" if known else f"this model has no {name}s; leave {name} out"
+        raise RequestError(f"unknown {name} {_shown(value)}; {said}")
+    return value
+
+
+def _instruments(value, known: tuple[str, ...]) -> list[str]:
+    chosen = list(dict.fromkeys(_names(value)))
+    if not chosen:
+        raise RequestError(f"instruments is empty; name one or more of: {', '.join(known)}")
+    bad = [k for k in chosen if k not in known]
+    if bad:
+        raise RequestError(f"unknown instrument {', '.join(map(_shown, bad[:5]))}; this model knows: {', '.join(known)}")
+    return chosen
+
+
+# each field of Settings: how a sent value is read (value, the model's names, the limits)
+READERS = {
+    "bars": lambda v, m, lim: _bars(v, lim.max_bars),
+    "min_bars": lambda v, m, lim: _whole("min_bars", v, 1, lim.max_bars),
+    "temperature": lambda v, m, lim: _temperature(v, lim.max_temperature),
+    "top_k": lambda v, m, lim: _whole("top_k", v, 0, lim.max_top_k),
+    "top_p": lambda v, m, lim: _number("top_p", v, 0.0, 1.0, low_open=True),
+    "seed": lambda v, m, lim: _whole("seed", v, 0, MAX_SEED),
+    "instruments": lambda v, m, lim: _instruments(v, m.instruments),
+    "style": lambda v, m, lim: _name("style", v, m.styles, "a style"),
+    "primer_bars": lambda v, m, lim: _whole("primer_bars", v, 0, MAX_PRIMER_BARS),
+    "keep_primer": lambda v, m, lim: _flag("keep_primer", v),
+    "tempo": lambda v, m, lim: _number("tempo", v, MIN_TEMPO, MAX_TEMPO),
+}
+assert set(READERS) == set(FIELDS), "every sampling setting is a request field"
+
+
+def read_fields(sent: Mapping, vocab, limits: Limits) -> Settings:
+    """Check what a client sent against the model's names and the limits -> its ``Settings``
+    (seeded: a fresh seed when none was sent, so the response can say which one it was).
 
     ``sent`` maps field names to JSON values or form strings (a form's ``instruments`` may be a
     list of its repeated values). A missing field, JSON ``null`` or an empty form string takes
-    ``defaults[field]``.
+    the record's default.
     """
     unknown = sorted(set(sent) - set(FIELDS) - set(FORM_ONLY))
     if unknown:
         raise RequestError(f"unknown field {', '.join(map(_shown, unknown[:5]))}; the fields are: {', '.join(FIELDS)}")
     given = {k: v for k, v in sent.items() if v is not None and v != "" and v != [""] and k in FIELDS}
-
-    chosen = None
-    if "instruments" in given:
-        chosen = tuple(dict.fromkeys(_names(given["instruments"])))
-        if not chosen:
-            raise RequestError(f"instruments is empty; name one or more of: {', '.join(instruments)}")
-        bad = [k for k in chosen if k not in instruments]
-        if bad:
-            raise RequestError(f"unknown instrument {', '.join(map(_shown, bad[:5]))}; this model knows: {', '.join(instruments)}")
-    style = given.get("style", defaults.get("style"))
-    if style is not None:
-        if not isinstance(style, str):
-            raise RequestError(f"style must be a style name (got {_shown(style)})")
-        if style not in styles:
-            known = f"this model knows: {', '.join(styles)}" if styles else "this model has no styles; leave style out"
-            raise RequestError(f"unknown style {_shown(style)}; {known}")
-    value = {k: given.get(k, defaults.get(k)) for k in NUMBERS}
-    return PieceRequest(
-        instruments=chosen,
-        style=style,
-        bars=_bars(value["bars"], limits.max_bars),
-        temperature=_temperature(value["temperature"], limits.max_temperature),
-        top_k=_whole("top_k", value["top_k"], 0, limits.max_top_k),
-        top_p=_number("top_p", value["top_p"], 0.0, 1.0, low_open=True),
-        seed=fresh_seed if value["seed"] is None else _whole("seed", value["seed"], 0, MAX_SEED),
-    )
+    return Settings(**{k: READERS[k](v, vocab, limits) for k, v in given.items()}).seeded()
 
 
-def describe(instruments, styles, limits: Limits, defaults: Mapping) -> dict:
+def describe(vocab, limits: Limits) -> dict:
     """The fields as ``GET /api/model`` announces them: choices, ranges, defaults."""
     return {
-        "instruments": list(instruments),
-        "styles": list(styles),
+        "instruments": list(vocab.instruments),
+        "styles": list(vocab.styles),
         "limits": {
             "bars": [1, limits.max_bars],
+            "min_bars": [1, limits.max_bars],  # and at most bars
             "temperature": [0.0, limits.max_temperature],
             "greedy_below": GREEDY_BELOW,  # a smaller temperature is read as 0: greedy
             "top_k": [0, limits.max_top_k],
             "top_p": [0.0, 1.0],  # 0 excluded
             "seed": [0, MAX_SEED],
+            "primer_bars": [0, MAX_PRIMER_BARS],
+            "tempo": [MIN_TEMPO, MAX_TEMPO],
             "body_bytes": limits.body_bytes,
             "primer_bytes": limits.primer_bytes,
         },
-        "defaults": {k: defaults.get(k) for k in FIELDS},
+        "defaults": DEFAULTS,
     }
