@@ -1,17 +1,20 @@
-"""No slowdown: encode, train and sample speed of this tree against an earlier commit, same run.
+"""No slowdown: encode, train, sample and decode speed of this tree against an earlier commit, same run.
 
     python benchmarks/vs_commit.py --base a7cf48f [--rounds 2] [--no-write]
 
 Checks the base commit out in a temporary git worktree and runs each speed benchmark there and
 here, alternating (base, here, base, here, ...), each in its own process with one torch thread,
 so both trees meet the same machine load. Each benchmark is that tree's own script, so each side
-measures its own code:
+measures its own code; where the base has no such script, this tree's runs on the base's code
+(``PYTHONPATH`` pointed at the base tree), so a new benchmark measures the code before it too:
 
 * encode: ``benchmarks/encode_speed.py``: seconds to read the 24 Beethoven files and write their
   words and note-file JSON (best of its repeats);
 * train: ``benchmarks/train_speed.py --skip-quality``: words/s of train.py's Lightning Trainer;
 * sample: ``benchmarks/sample_speed.py``: words/s of the batched sampler, top-5, 64 rows, in the
-  tracks view (the view both trees have).
+  tracks view (the view both trees have);
+* decode: ``benchmarks/decode_speed.py``: words/s of strict decoding of the Beethoven files' note
+  files (tracks view), the grammar's word-by-word reader.
 
 Reports the best figure of each side and the ratio here/base (above 1 is faster here).
 """
@@ -40,12 +43,16 @@ BENCHMARKS = {
               r"train\.py's Lightning Trainer \| ([\d,]+)", "rate"),
     "sample": (["benchmarks/sample_speed.py", "--samples", "64", "--repeats", "2", "--threads", "1", "--no-write"],
                r"batched, top-5 \| 64 \| [\d,]+ \| [\d.]+ \| ([\d,]+)", "rate"),
+    "decode": (["benchmarks/decode_speed.py", "--repeats", "3", "--no-write", "--midi-dir", "BEETHOVEN"],
+               r"tracks \(note files' words, `decode_words`\) \| \d+ \| [\d,]+ \| [\d.]+ \| ([\d,]+)", "rate"),
 }
 
 
 def measure(tree: Path, name: str, python: str, work: Path) -> float:
     args, pattern, _ = BENCHMARKS[name]
     args = [a.replace("WORKDIR", str(work / tree.name / name)).replace("BEETHOVEN", str(BEETHOVEN)) for a in args]
+    if not (tree / args[0]).exists():  # a benchmark newer than the tree: this tree's script on its code
+        args[0] = str(ROOT / args[0])
     env_threads = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(tree)}
     proc = subprocess.run([python, *args], cwd=tree, capture_output=True, text=True, env={**os.environ, **env_threads})
     m = re.search(pattern, proc.stdout)
@@ -71,6 +78,7 @@ def main() -> None:
         base = work / "base"
         subprocess.run(["git", "worktree", "add", "--detach", str(base), base_rev], cwd=ROOT, check=True,
                        capture_output=True)
+        borrowed = [n for n in args.only if not (base / BENCHMARKS[n][0][0]).exists()]
         try:
             results: dict[str, dict[str, list[float]]] = {}
             for name in args.only:
@@ -82,16 +90,19 @@ def main() -> None:
                         print(f"{name} round {r + 1} {side}: {value:,.3f}", flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, capture_output=True)
+    only = "" if args.only == list(BENCHMARKS) else " --only " + " ".join(args.only)
     lines = [
         f"## No slowdown: this tree ({here_rev}, uncommitted changes included) vs {base_rev}",
         "",
-        f"`python benchmarks/vs_commit.py --base {base_rev} --rounds {args.rounds}`; {machine()}; one torch thread, "
-        "each benchmark that tree's own script, the two trees alternating. Best of the rounds; ratio above 1 = faster here.",
+        f"`python benchmarks/vs_commit.py --base {base_rev} --rounds {args.rounds}{only}`; {machine()}; one torch thread, "
+        "each benchmark that tree's own script, the two trees alternating. Best of the rounds; ratio above 1 = faster here."
+        + (f" {base_rev} has no script for {', '.join(borrowed)}: this tree's ran on {base_rev}'s code." if borrowed else ""),
         "",
         f"| stage | measure | {base_rev} | here | ratio |",
         "|---|---|---:|---:|---:|",
     ]
-    what = {"encode": "seconds, 24 Beethoven files", "train": "Trainer words/s", "sample": "words/s, batch 64, top-5"}
+    what = {"encode": "seconds, 24 Beethoven files", "train": "Trainer words/s", "sample": "words/s, batch 64, top-5",
+            "decode": "strict decode words/s, tracks"}
     for name, r in results.items():
         kind = BENCHMARKS[name][2]
         best = min if kind == "seconds" else max

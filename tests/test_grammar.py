@@ -10,9 +10,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from midi_factory import make_midi, scale
+from torch.overrides import TorchFunctionMode
 
 from deeporb.encoding import grammar
-from deeporb.encoding.grammar import KINDS, Walk
+from deeporb.encoding.grammar import FIELDS, KINDS, Walk
 from deeporb.encoding.score import decode_score, encode_score, quantize_parts
 from deeporb.encoding.words import (
     BAR,
@@ -40,6 +41,12 @@ def kind_value(vocab: Vocabulary, token: int) -> tuple[str, int]:
     return KINDS[vocab.kinds[token]], int(vocab.values[token])
 
 
+def assert_same_state(walk: Walk, s, context) -> None:
+    """Both readers hold the same integer fields and ensemble after the same words."""
+    assert s.values[0, : len(FIELDS)].tolist() == walk.state[: len(FIELDS)], context
+    assert s.ensemble[0].tolist() == walk.ensemble.tolist(), context
+
+
 def sampler_may(vocab: Vocabulary, walk: Walk, state, target: int, limit: int) -> set[int]:
     """What the Walk allows next, then the sampler's policy (the only rules masks.py adds)."""
     allowed = {t for t in range(len(vocab)) if walk.refusal(*kind_value(vocab, t)) is None}
@@ -54,7 +61,7 @@ def sampler_may(vocab: Vocabulary, walk: Walk, state, target: int, limit: int) -
 def random_walk(vocab, view, prompt: list[str], target: int, limit: int, seed: int) -> list[str]:
     """Words drawn at random through the masks (a kind first, ``bar`` seldom so that bars fill
     up, then a word of it), checking at every step that the masks allow exactly what the Walk
-    and the sampler's policy allow."""
+    and the sampler's policy allow, from the same state."""
     rng = np.random.default_rng(seed)
     g = Grammar(vocab, max_bar_words=limit, view=view)
     walk = Walk(view, len(vocab.instruments), SMALL.bar_steps(4, 4))
@@ -63,6 +70,7 @@ def random_walk(vocab, view, prompt: list[str], target: int, limit: int, seed: i
     for t in ids:
         walk.step(*kind_value(vocab, t))
     for _ in range(5000):
+        assert_same_state(walk, s, vocab.decode_ids(ids[-8:]))
         mask = g.mask(s, target)[0]
         allowed = set(torch.nonzero(mask)[:, 0].tolist())
         assert allowed == sampler_may(vocab, walk, s, target, limit), vocab.decode_ids(ids)
@@ -136,6 +144,7 @@ def assert_allowed_word_by_word(vocab: Vocabulary, view: str, ids: np.ndarray) -
             assert g.mask(s, target=0)[0, t], (i, vocab.decode_ids(ids[max(0, i - 8) : i + 1]))
         walk.step(kind, value)
         g.advance(s, torch.tensor([t]))
+        assert_same_state(walk, s, i)
 
 
 def test_real_chorales_are_allowed_word_by_word_in_both_views(chorale_midi_dir):
@@ -196,6 +205,42 @@ def test_a_new_condition_in_the_table_reaches_both_readers(monkeypatch):
     s = g.state_after([int(i) for i in VOCAB.ids("<bos> inst_alto bar pos_0 vel_1")], 16)
     allowed = {VOCAB.words[t] for t in torch.nonzero(g.mask(s, 10)[0])[:, 0].tolist()}
     assert "C0" in allowed and "C4" not in allowed
+
+
+class IntegerProducts(TorchFunctionMode):
+    """Records matrix products of integer tensors: CUDA has none (its BLAS is floating point)."""
+
+    PRODUCTS = {"matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "mv", "addmm", "addmv", "addbmm", "baddbmm",
+                "einsum", "dot", "tensordot"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.PRODUCTS and any(isinstance(a, torch.Tensor) and not a.is_floating_point() for a in args):
+            self.found.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_masks_use_no_integer_matrix_product_so_they_run_on_cuda_too():
+    with IntegerProducts() as products:
+        random_walk(VOCAB, "score", ["<bos>", "inst_alto", "inst_drums", "bar"], target=2, limit=30, seed=0)
+        random_walk(VOCAB, "tracks", ["<bos>", "inst_bass", "bar"], target=2, limit=24, seed=0)
+    assert products.found == []
+
+
+def test_the_scalar_reader_compiles_the_tables_once_per_view(monkeypatch):
+    """A Walk per sequence (strict decoding makes one for every file) shares one compiled
+    reader; a table changed while running is compiled afresh."""
+    assert Walk("score", 4, 48).tables is Walk("score", 2, 12).tables
+    assert Walk("tracks", 4, 48).tables is not Walk("score", 4, 48).tables
+    before = Walk("tracks", 4, 48).tables
+    monkeypatch.setitem(grammar.CONDITIONS, "low", grammar.Condition("pitch", "<", "bar_len", "below the bar length"))
+    assert Walk("tracks", 4, 48).tables is not before
+    with pytest.raises(ValueError, match="unknown view 'piano'"):
+        Walk("piano", 4, 48)
 
 
 def test_docs_print_the_grammar_tables():

@@ -29,9 +29,9 @@ before a pitch (the first note of a sequence always names its velocity).
 
 from __future__ import annotations
 
+import functools
 import operator
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -139,62 +139,127 @@ def rules_for(view: str) -> tuple[Rule, ...]:
     return tuple(r for r in RULES if view in r.views)
 
 
-def conditions_of(kind: str) -> list[Condition]:
-    return [c for c in CONDITIONS.values() if c.kind == kind]
+STATE = (*FIELDS, "ensemble")  # a Walk's state: a list of the integer fields, then the set (bools)
+PREV, ENSEMBLE_SLOT = STATE.index("prev"), STATE.index("ensemble")
 
 
-def predicate_test(name: str) -> tuple[str, object, int]:
-    """(field, comparison, constant) of a predicate."""
-    field, op, constant, _ = PREDICATES[name]
-    return field, OPS[op], constant
+def tables_now() -> tuple:
+    """The tables as one hashable value: the key of the scalar reader compiled from them, so a
+    table changed while running (as a test does) is compiled afresh."""
+    return (RULES, tuple(PREDICATES.items()), tuple(CONDITIONS.items()),
+            tuple((f, tuple(u.items())) for f, u in UPDATES.items()), ENSEMBLE)
+
+
+@dataclass(frozen=True)
+class ScalarTables:
+    """One view's tables resolved for :class:`Walk`: state slots for field names, operator
+    functions for their signs, messages said once. A test is (slot, comparison, constant)."""
+
+    follows: dict  # (prev, kind) -> the tests of each rule that lets it follow; () where one needs none
+    needs: dict  # (prev, kind) -> what those rules need, in words
+    after: dict  # prev -> the kinds that may follow it, in words
+    conditions: dict  # kind -> (comparison, slot, unless test or None, why) for each condition
+    moves: dict  # kind -> (sets, sums, joins, its PREV_KINDS index): the word's update, see Walk.step
+
+
+@functools.lru_cache(maxsize=16)
+def scalar_tables(view: str, tables: tuple) -> ScalarTables:
+    """Compiled once per view and tables (:func:`tables_now`), so a Walk per sequence is cheap."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; expected one of {', '.join(VIEWS)}")
+    rules, predicates, conditions, updates, ensemble = tables
+    predicates, updates = dict(predicates), {field: dict(by_kind) for field, by_kind in updates}
+
+    def test(predicate: str) -> tuple:
+        field, op, constant, _ = predicates[predicate]
+        return STATE.index(field), OPS[op], constant
+
+    whens: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+    for rule in rules:
+        if view in rule.views:
+            for prev in rule.after:
+                for kind in rule.words:
+                    whens.setdefault((prev, kind), []).append(rule.when)
+    follows = {pk: () if () in ws else tuple(tuple(test(p) for p in w) for w in ws) for pk, ws in whens.items()}
+    needs = {pk: " or ".join(", ".join(predicates[p][3] for p in w) for w in ws) for pk, ws in whens.items()}
+    after = {prev: " or ".join(sorted({k for (p, k) in whens if p == prev}, key=KINDS.index)) or "nothing"
+             for prev in PREV_KINDS}
+    conds = {k: tuple((OPS[c.op], STATE.index(c.field), c.unless and test(c.unless), c.why)
+                      for _, c in conditions if c.kind == k) for k in KINDS}
+    moves = {}
+    for kind in KINDS:
+        sets, sums = [], []  # fields set from the word alone; fields that sum other fields
+        for field, by_kind in updates.items():
+            if kind in by_kind:
+                update = terms(by_kind[kind])
+                constant = sum(t for t in update if isinstance(t, int))
+                added = tuple(STATE.index(t) for t in update if isinstance(t, str) and t != "value")
+                slot, adds_value = STATE.index(field), int("value" in update)
+                if added:
+                    sums.append((slot, constant, adds_value, added))
+                else:
+                    sets.append((slot, constant, adds_value))
+        joins = test(ensemble[1]) if kind == ensemble[0] else None
+        moves[kind] = tuple(sets), tuple(sums), joins, PREV_KINDS.index(kind)
+    return ScalarTables(follows, needs, after, conds, moves)
+
+
+def holds(whens: tuple, state: list) -> bool:
+    """Whether every test of at least one rule holds."""
+    for when in whens:
+        for slot, op, constant in when:
+            if not op(state[slot], constant):
+                break
+        else:
+            return True
+    return False
 
 
 class Walk:
-    """One sequence read word by word (Python ints): the scalar reader of the tables."""
+    """One sequence read word by word (Python ints): the scalar reader of the tables.
+
+    ``state`` is a list in :data:`STATE` order (slot ``STATE.index(field)``), the ensemble last:
+    strict decoding reads every word of every file it decodes, so the tables are compiled
+    once (:func:`scalar_tables`) and a word costs a few lookups."""
 
     def __init__(self, view: str, n_instruments: int, bar_len: int) -> None:
-        self.follows: dict[tuple[str, str], list[tuple[str, ...]]] = {}
-        for rule in rules_for(view):
-            for prev in rule.after:
-                for kind in rule.words:
-                    self.follows.setdefault((prev, kind), []).append(rule.when)
-        # the tables resolved once, for speed: (prev, kind) -> predicate tests of each rule;
-        # kind -> (comparison, field, unless test, why); kind -> (field, constant, adds value, fields added)
-        self.tests = {pk: [[predicate_test(p) for p in when] for when in whens] for pk, whens in self.follows.items()}
-        self.conditions = {k: [(OPS[c.op], c.field, c.unless and predicate_test(c.unless), c.why)
-                               for c in conditions_of(k)] for k in KINDS}
-        self.updates = {k: [(f, sum(t for t in terms(u[k]) if isinstance(t, int)), "value" in terms(u[k]),
-                             [t for t in terms(u[k]) if isinstance(t, str) and t != "value"])
-                            for f, u in UPDATES.items() if k in u] for k in KINDS}
-        self.joins = ENSEMBLE[0], predicate_test(ENSEMBLE[1])
+        self.tables = t = scalar_tables(view, tables_now())
+        self.follows, self.conditions, self.moves = t.follows, t.conditions, t.moves
+        start = initial(bar_len)
+        self.state = [*(start[f] for f in FIELDS), np.zeros(n_instruments, dtype=bool)]
         self.prev = START
-        self.state = SimpleNamespace(**initial(bar_len), ensemble=np.zeros(n_instruments, dtype=bool))
+
+    @property
+    def ensemble(self) -> np.ndarray:
+        return self.state[ENSEMBLE_SLOT]
 
     def refusal(self, kind: str, value: int) -> str | None:
         """None where a word of ``kind`` and ``value`` may come next, else the rule it breaks."""
         s, prev = self.state, self.prev
-        tests = self.tests.get((prev, kind))
-        if tests is None:
-            may = sorted({k for (p, k) in self.follows if p == prev}, key=KINDS.index)
-            return f"{kind} cannot follow {prev} (after {prev} comes {' or '.join(may) or 'nothing'})"
-        if not any(all(op(getattr(s, f), c) for f, op, c in when) for when in tests):
-            needs = " or ".join(", ".join(PREDICATES[p][3] for p in when) for when in self.follows[prev, kind])
-            return f"{kind} after {prev} needs: {needs}"
-        for op, field, unless, why in self.conditions[kind]:
-            if not op(value, getattr(s, field)) and not (unless and unless[1](getattr(s, unless[0]), unless[2])):
+        whens = self.follows.get((prev, kind))
+        if whens is None:
+            return f"{kind} cannot follow {prev} (after {prev} comes {self.tables.after[prev]})"
+        if whens and not holds(whens, s):
+            return f"{kind} after {prev} needs: {self.tables.needs[prev, kind]}"
+        for op, slot, unless, why in self.conditions[kind]:
+            if not op(value, s[slot]) and not (unless and unless[1](s[unless[0]], unless[2])):
                 return why
         return None
 
     def step(self, kind: str, value: int) -> None:
+        """Fields set from the word alone, then sums of the old fields; the ensemble grows."""
         s = self.state
-        join_kind, (field, op, constant) = self.joins
-        if kind == join_kind and op(getattr(s, field), constant):
-            s.ensemble[value] = True
-        new = [(f, c + (value if v else 0) + sum(getattr(s, t) for t in add))
-               for f, c, v, add in self.updates[kind]]  # all from the old state
-        for f, x in new:
-            setattr(s, f, x)
-        s.prev = PREV_KINDS.index(kind)
+        sets, sums, joins, kind_index = self.moves[kind]
+        if joins is not None and joins[1](s[joins[0]], joins[2]):
+            s[ENSEMBLE_SLOT][value] = True
+        if sums:
+            summed = [(slot, c + value * v + sum(s[a] for a in added)) for slot, c, v, added in sums]
+        for slot, c, v in sets:
+            s[slot] = c + value * v
+        if sums:
+            for slot, x in summed:
+                s[slot] = x
+        s[PREV] = kind_index
         self.prev = kind
 
 

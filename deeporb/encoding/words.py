@@ -32,7 +32,7 @@ from functools import cached_property
 
 import numpy as np
 
-from deeporb.encoding.grammar import KINDS, Walk
+from deeporb.encoding.grammar import KINDS, STATE, Walk
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
@@ -225,6 +225,11 @@ class Vocabulary:
         ids = [self.index[BOS]] + ([self.style_id(style)] if style is not None else [])
         ids += sorted({self.inst_id(k) for k in instruments})
         return np.asarray(ids, dtype=np.int64)
+
+    @cached_property
+    def kind_values(self) -> dict[str, tuple[str, int]]:
+        """word -> (kind, value), made once: decoding looks every word up."""
+        return {w: (KINDS[k], v) for w, k, v in zip(self.words, self.kinds.tolist(), self.values.tolist(), strict=True)}
 
     def kind_of(self) -> np.ndarray:
         """Array mapping id -> word kind (index into KINDS), for masks and metrics."""
@@ -457,6 +462,11 @@ class DecodeError(ValueError):
     """Words that do not follow the grammar (a sampler bug or a hand-edited file)."""
 
 
+# the Walk's state slots a note is read from, and the words decoding cannot read
+BAR_START, POS, LAST_PITCH, VEL, PART = (STATE.index(f) for f in ("bar_start", "pos", "last_pitch", "vel", "part"))
+UNKNOWN, UNREADABLE = (None, 0), frozenset((None, "pad", "unk"))
+
+
 def read_words(
     words, vocab: Vocabulary, strict: bool, view: str
 ) -> tuple[dict[str, np.ndarray], Meter, np.ndarray]:
@@ -470,13 +480,13 @@ def read_words(
     if isinstance(words, str):
         words = words.split()
     walk = Walk(view, len(vocab.instruments), config.bar_steps(4, 4))
-    s = walk.state
+    s, refusal, step = walk.state, walk.refusal, walk.step
     notes = []  # (onset, duration, pitch, velocity bin, part)
     starts, sigs = [0], [(4, 4)]
-    kind_value = {w: (KINDS[k], v) for w, k, v in zip(vocab.words, vocab.kinds, vocab.values.tolist(), strict=True)}
+    kind_value, unknown, unreadable = vocab.kind_values, UNKNOWN, UNREADABLE
     for i, w in enumerate(words):
-        kind, value = kind_value.get(w, (None, 0))
-        why = "unknown word" if kind in (None, "pad", "unk") else walk.refusal(kind, value)
+        kind, value = kind_value.get(w, unknown)
+        why = "unknown word" if kind in unreadable else refusal(kind, value)
         if why is not None:
             if strict:
                 raise DecodeError(f"word {i} ({w!r}): {why}")
@@ -486,21 +496,21 @@ def read_words(
         if kind == "eos":
             break
         if kind == "dur":
-            notes.append((s.bar_start + s.pos, value, s.last_pitch, s.vel, s.part))
-        walk.step(kind, value)
+            notes.append((s[BAR_START] + s[POS], value, s[LAST_PITCH], s[VEL], s[PART]))
+        step(kind, value)
         if kind == "ts":
             sig = tuple(int(x) for x in w[3:].split("/"))
-            if starts[-1] == s.bar_start:
+            if starts[-1] == s[BAR_START]:
                 sigs[-1] = sig
             else:
-                starts.append(s.bar_start)
+                starts.append(s[BAR_START])
                 sigs.append(sig)
     else:  # no <eos>: the words may end only where <eos> may stand
         why = walk.refusal("eos", 0)
         if strict and why is not None:
             raise DecodeError(f"word {len(words)} ('<end>'): the words may not end here ({why})")
     table = np.asarray(notes, dtype=np.int64).reshape(-1, 5)
-    return dict(zip((*GRID_COLUMNS, "part"), table.T, strict=True)), Meter(starts, sigs), s.ensemble
+    return dict(zip((*GRID_COLUMNS, "part"), table.T, strict=True)), Meter(starts, sigs), walk.ensemble
 
 
 def decode_words(words, vocab: Vocabulary, strict: bool = True) -> tuple[GridNotes, Meter]:

@@ -81,27 +81,27 @@ def generate(
         generator = [generators[r % len(prompts)] for r in range(n_rows)]
     active = torch.arange(n_rows, device=device)
     out: list[list[int]] = [[] for _ in range(n_rows)]
-    steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (rows, words, kept)
+    steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, the words they keep)
     max_steps = (bars + 1) * (max_bar_words + 4) + PLACE_WORDS * len(vocab.instruments)
     for _ in range(max_steps):
         allowed = grammar.mask(s, target, min_target)
-        token = choose(logits.masked_fill(~allowed, -math.inf), temperature, top_k, top_p, generator)
+        token = choose(torch.where(allowed, logits, -math.inf), temperature, top_k, top_p, generator)
         finished = grammar.advance(s, token, target)
-        keep = ~finished
-        steps.append((active, token, keep))
-        if not bool(keep.all()):
-            if not bool(keep.any()):
-                break
+        if bool(finished.any()):  # finished rows leave (their last word, bar or <eos>, is not kept)
+            keep = ~finished
             active, token = active[keep], token[keep]
+            if not len(active):
+                break
             if generators is not None:
                 generator = [g for g, k in zip(generator, keep.tolist(), strict=True) if k]
             s = s.map(lambda t: t[keep])  # noqa: B023 (used at once)
             state = (state[0][:, keep], state[1][:, keep])
+        steps.append((active, token))
         logits, state = model.step(token, state)
     else:
         raise RuntimeError(f"generation did not finish in {max_steps} steps (grammar bug)")
-    for rows, tokens, keep in steps:  # gathered once at the end, not per step
-        for r, t in zip(rows[keep].tolist(), tokens[keep].tolist(), strict=True):
+    for rows, tokens in steps:  # gathered once at the end, not per step
+        for r, t in zip(rows.tolist(), tokens.tolist(), strict=True):
             out[r].append(t)
     k = len(prompts)
     return [[out[i * k + j] for j in range(k)] for i in range(num_samples)]
