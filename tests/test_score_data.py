@@ -123,7 +123,7 @@ def test_the_cache_is_rebuilt_when_the_view_changes_and_reused_when_it_comes_bac
     stamp = score.tokens_paths[0].stat().st_mtime_ns
     again = load(tmp_path / "s")
     assert again.tokens_paths == score.tokens_paths and again.tokens_paths[0].stat().st_mtime_ns == stamp
-    with pytest.raises(UserError, match="data.view='bars' is not a view; use one of: score, tracks"):
+    with pytest.raises(UserError, match="data.view='bars' is not a view; use one of: tracks, score"):
         SessionDataModule("chorales", str(tmp_path / "s"), view="bars")
 
 

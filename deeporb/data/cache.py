@@ -32,6 +32,7 @@ import numpy as np
 
 from deeporb.data.pieces import pieces
 from deeporb.data.split import NoteFileRef
+from deeporb.encoding.grammar import VIEWS, View
 from deeporb.encoding.score import encode_score
 from deeporb.encoding.words import EOS, UNK, Vocabulary, encode_ids
 from deeporb.session_store import CACHE_DIR
@@ -39,7 +40,6 @@ from deeporb.session_store import CACHE_DIR
 # 2: index rows carry their header length ("header") and the list is named "rows"
 # 3: the view and the style are in the key; pieces start at their first sounding bar
 CACHE_FORMAT = 3
-VIEWS = ("score", "tracks")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -134,7 +134,7 @@ def build_cache(session_dir: Path, rows: Iterable[tuple[np.ndarray, dict]], voca
 
 
 def load_cache(
-    session_dir: Path, refs: Sequence[NoteFileRef], vocab: Vocabulary, view: str = "score", style: str | None = None
+    session_dir: Path, refs: Sequence[NoteFileRef], vocab: Vocabulary, view: View = View.SCORE, style: str | None = None
 ) -> tuple[Path, dict]:
     """(path of the token array, index) of a session in a view, its rows framed with ``style``
     (None: no style word), building the cache when its key is new."""
@@ -144,7 +144,7 @@ def load_cache(
     cache = Path(session_dir) / CACHE_DIR
     npy_path, index_path = cache / f"tokens-{key}.npy", cache / f"index-{key}.json"
     if not (npy_path.is_file() and index_path.is_file()):
-        rows = score_rows if view == "score" else track_rows
+        rows = score_rows if view == View.SCORE else track_rows
         build_cache(session_dir, rows(refs, vocab, style), vocab, key)
     index = json.loads(index_path.read_text())
     if index["unknown_words"]:

@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from deeporb.data.cache import VIEWS, load_cache
+from deeporb.data.cache import load_cache
 from deeporb.data.facts import SessionFacts
 from deeporb.data.split import (
     SPLITS,
@@ -30,6 +30,7 @@ from deeporb.data.split import (
     split_of,
 )
 from deeporb.data.windows import WindowDataset, tile_starts, training_starts
+from deeporb.encoding.grammar import VIEWS, View
 from deeporb.encoding.words import BAR, PAD, EncodingConfig, Vocabulary
 from deeporb.errors import UserError
 from deeporb.instruments import safe_key
@@ -62,7 +63,7 @@ class SessionDataModule(pl.LightningDataModule):
         self,
         session: str | Sequence[str] = "bach_chorales",
         sessions_dir: str = "data/sessions",
-        view: str = "score",
+        view: View | str = View.SCORE,
         instruments: Sequence[str] | None = None,
         seq_len: int = 256,
         stride: int | None = None,
@@ -82,7 +83,7 @@ class SessionDataModule(pl.LightningDataModule):
         self.sessions_dir = Path(sessions_dir)
         if view not in VIEWS:
             raise UserError(f"data.view={view!r} is not a view; use one of: {', '.join(VIEWS)}")
-        self.view = view
+        self.view = View(view)
         self.instruments_filter = sorted(set(instruments)) if instruments else None
         if seq_len < 2:
             raise UserError(f"data.seq_len must be at least 2, not {seq_len}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import PurePath
 from typing import Any
 
+from deeporb.encoding.grammar import VIEWS, View
 from deeporb.encoding.words import EncodingConfig, Meter, Vocabulary
 from deeporb.errors import UserError
 from deeporb.instruments import key_program
@@ -68,7 +69,7 @@ class SessionFacts:
     instrument_key: str = "program"  # how a MIDI track becomes a key (encode.py's instrument_key)
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
     pieces: dict[str, int] = field(default_factory=dict)  # split -> pieces
-    view: str = "tracks"  # how training read the sessions: "score" or "tracks" (older checkpoints: tracks)
+    view: View = View.TRACKS  # how training read the sessions (older checkpoints: tracks)
     styles: tuple[str, ...] = ()  # style keys of the vocabulary: one per session when several, else none
     style_time_signatures: dict[str, dict[str, int]] = field(default_factory=dict)  # style -> "N/D" -> pieces
 
@@ -88,6 +89,8 @@ class SessionFacts:
             value = getattr(self, f.name)
             if isinstance(value, tuple):
                 value = list(value)
+            elif isinstance(value, View):
+                value = value.value
             elif isinstance(value, EncodingConfig):
                 value = value.to_dict()
             elif isinstance(value, dict):
@@ -111,6 +114,11 @@ class SessionFacts:
         for k in ("time_signatures", "instruments", "pieces", "style_time_signatures"):
             if k in kw:
                 kw[k] = {key: dict(v) if isinstance(v, Mapping) else v for key, v in (kw[k] or {}).items()}
+        if "view" in kw:
+            if kw["view"] not in VIEWS:
+                raise UserError(f"the checkpoint's session facts name an unknown view {kw['view']!r} "
+                                f"(DeepOrb knows {', '.join(VIEWS)}); pass a file written by train.py")
+            kw["view"] = View(kw["view"])
         if "encoding" in kw:
             kw["encoding"] = EncodingConfig.from_dict(kw["encoding"])
         elif vocab is not None:

@@ -29,13 +29,24 @@ before a pitch (the first note of a sequence always names its velocity).
 
 from __future__ import annotations
 
+import enum
 import functools
 import operator
 from dataclasses import dataclass
 
 import numpy as np
 
-VIEWS = ("tracks", "score")
+
+class View(enum.StrEnum):
+    """How training reads a session, and so which rules hold: ``score`` (all parts of a piece in
+    one stream, each note knowing every part) or ``tracks`` (one sequence per track, the
+    original's). A ``str``, so configs, JSON and checkpoints keep the plain name."""
+
+    TRACKS = "tracks"
+    SCORE = "score"
+
+
+VIEWS = tuple(View)
 KINDS = ("pad", "bos", "eos", "unk", "bar", "ts", "pos", "vel", "pitch", "dur", "inst", "style")
 START = "start"  # the kind of "no word yet"
 PREV_KINDS = (*KINDS, START)  # what the previous word's kind may be; START is last

@@ -31,6 +31,7 @@ import torch
 
 from deeporb.checkpoints import facts
 from deeporb.data.facts import SessionFacts
+from deeporb.encoding.grammar import View
 from deeporb.encoding.score import decode_score
 from deeporb.encoding.words import BAR, GridNotes, Meter, Vocabulary, decode_words
 from deeporb.errors import UserError
@@ -225,14 +226,14 @@ def check_sizes(settings: Settings, num_samples: int) -> None:
                         f"(got {settings.tempo}); null: the primer's, else the training median")
 
 
-def check_settings(settings: Settings, num_samples: int, vocab: Vocabulary, view: str) -> None:
+def check_settings(settings: Settings, num_samples: int, vocab: Vocabulary, view: View) -> None:
     """One :class:`UserError` for the first setting out of bounds (:func:`check_sizes`) or that
     this checkpoint cannot honour."""
     check_sizes(settings, num_samples)
     if settings.min_bars is not None and not 1 <= settings.min_bars <= settings.bars:
         raise UserError(f"min_bars must be between 1 and bars={settings.bars} (got {settings.min_bars}); "
                         "null means bars")
-    if settings.min_bars is not None and settings.min_bars < settings.bars and view != "score":
+    if settings.min_bars is not None and settings.min_bars < settings.bars and view != View.SCORE:
         raise UserError("min_bars needs a score-view checkpoint: this one was trained in the tracks view, where "
                         "each part is its own sequence and cannot end the piece; leave min_bars=null")
     if not 0.0 < settings.top_p <= 1.0 or settings.top_k < 0:
@@ -294,7 +295,7 @@ class Plan:
     """
 
     settings: Settings  # its seed always set
-    view: str
+    view: View
     prompts: list[list[int]]  # score: one per piece; tracks: one per part of each piece, piece by piece
     ensembles: list[list[str] | None]  # per prompt: the parts that must play (score view, named parts)
     parts: list[str]  # tracks: each piece's parts, in its prompts' order; score: the named parts (None: [])
@@ -347,7 +348,7 @@ def plan(model, settings: Settings, num_samples: int = 1, primer: Primer | None 
         return [style_in(h) for h in heads]
 
     parts = named or []
-    if view == "score":
+    if view == View.SCORE:
         given = named or (sorted(primer.parts) if primer else None)
         if given is None:  # the model draws the ensemble (and the style, unless given)
             prefix = vocab.header_ids([], settings.style).tolist()
@@ -395,7 +396,7 @@ def finish(model, plan: Plan, rows: list[list[int]]) -> list[Composition]:
     vocab, session, settings = model.vocab, facts(model), plan.settings
     nprimer = plan.primer_bars
     pieces: list[tuple[list[Track], Meter, int]] = []  # tracks, meter, bars written (primer's too)
-    if plan.view == "score":
+    if plan.view == View.SCORE:
         for prompt, row in zip(plan.prompts, rows, strict=True):
             head = header_parts(prompt + row, vocab)
             if plan.parts:  # the named parts first, then the primer's (only where its bars are kept)

@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from deeporb.encoding.grammar import View
 from deeporb.generation.draw import choose
 from deeporb.generation.masks import MAX_BAR_WORDS, PLACE_WORDS, Grammar, GrammarState
 
@@ -39,7 +40,7 @@ def generate(
     top_p: float = 1.0,
     seed: int = 0,
     max_bar_words: int = MAX_BAR_WORDS,
-    view: str = "tracks",
+    view: View = View.TRACKS,
     min_bars: int | None = None,
     ensembles: list[list[str] | None] | None = None,
     generators: list[torch.Generator] | None = None,
@@ -118,7 +119,7 @@ def draw_header(
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int = 0,
-    view: str = "score",
+    view: View = View.SCORE,
 ) -> list[list[int]]:
     """The header words the model writes after ``prefix`` (``<bos>`` [``style_S``]), ``rows`` times.
 

@@ -33,6 +33,7 @@ from deeporb.encoding.grammar import (
     PREDICATES,
     PREV_KINDS,
     UPDATES,
+    View,
     initial,
     rules_for,
     terms,
@@ -127,7 +128,7 @@ class Grammar:
     """
 
     def __init__(
-        self, vocab: Vocabulary, max_bar_words: int = MAX_BAR_WORDS, device="cpu", view: str = "tracks"
+        self, vocab: Vocabulary, max_bar_words: int = MAX_BAR_WORDS, device="cpu", view: View = View.TRACKS
     ) -> None:
         self.vocab, self.view, self.max_bar_words, self.device = vocab, view, max_bar_words, device
         self.bar_id, self.eos_id, self.pad_id = vocab.index[BAR], vocab.index[EOS], vocab.index[PAD]
