@@ -37,10 +37,17 @@ demo: setup
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .
 
-# the page tests drive a real headless browser: Debian's chromium (we run as root). Audio needs
-# no system package (midirenderer + pretty_midi's soundfont come from pip), so no fluidsynth.
-browser:
-	@test -x /usr/bin/chromium || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+# the page tests drive a real headless browser: a chromium on PATH; else, as root on Debian, apt's;
+# else Playwright's own download; else one line naming what to install (tests/browser.py finds
+# the same browsers). Audio needs no system package (midirenderer + pretty_midi's soundfont come
+# from pip), so no fluidsynth.
+browser: $(VENV)/.installed-test
+	@$(PY) tests/browser.py --found >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	  else $(PY) -m playwright install chromium >/dev/null 2>&1; fi; \
+	  $(PY) tests/browser.py --found >/dev/null || { \
+	    echo "error: the page tests need a headless chromium: install one (sudo apt-get install chromium, or: $(PY) -m playwright install chromium) and run make test again" >&2; exit 2; }; }
 
 test: lint browser
 	$(PY) -m pytest -q -n 2 --durations=10

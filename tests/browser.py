@@ -1,10 +1,12 @@
-"""A real headless browser for page tests: Debian's chromium driven by Playwright.
+"""A real headless browser for page tests: a chromium driven by Playwright.
 
 Why Playwright (PyPI) over ``chromium --dump-dom``: page tests need to wait for a condition,
 click, read attributes and take screenshots, and Playwright does all of that in one
-process over the DevTools protocol. It launches the system's ``/usr/bin/chromium``
-(``make test`` installs it: ``apt-get install chromium``) rather than a browser build of
-its own, which could not be downloaded here.
+process over the DevTools protocol. It launches, in this order, a ``chromium`` on PATH (or
+``/usr/bin/chromium``; ``make test`` installs Debian's with apt when run as root) or the
+browser of Playwright's own ``python -m playwright install chromium``. With neither, a page
+test fails with one line naming both installs: never a silent skip. ``python
+tests/browser.py --found`` prints the browser it would use (exit 1: none), for ``make``.
 
 API (``from browser import open_page, media_report``)::
 
@@ -54,11 +56,29 @@ MEDIA_SCRIPT = """() => Array.from(document.querySelectorAll('img, audio, video'
 MEDIA_SETTLED = "() => (" + MEDIA_SCRIPT + ")().every(m => m.loaded || m.failed)"
 
 
+INSTALL = "sudo apt-get install chromium, or: python -m playwright install chromium"
+
+
+def find_chromium() -> str | None:
+    """A chromium on PATH (or Debian's), else Playwright's own download, else None."""
+    for name in ("chromium", "chromium-browser", CHROMIUM):
+        if found := shutil.which(name):
+            return found
+    try:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as pw:
+            path = pw.chromium.executable_path
+    except Exception:  # playwright missing or its driver broken: no browser from it
+        return None
+    return path if Path(path).is_file() else None
+
+
 def chromium() -> str:
-    """The browser's path, or a test failure naming the install (never a silent skip)."""
-    found = shutil.which(CHROMIUM) or shutil.which("chromium")
+    """The browser's path, or a test failure naming the installs (never a silent skip)."""
+    found = find_chromium()
     if found is None:
-        pytest.fail(f"no chromium at {CHROMIUM}: `make test` installs it (apt-get install -y chromium)")
+        pytest.fail(f"no headless chromium for the page tests: install one ({INSTALL})")
     return found
 
 
@@ -102,3 +122,11 @@ def media_report(page) -> list[dict]:
     """Every ``<img>``, ``<audio>`` and ``<video>`` of the page: tag, resolved src, loaded,
     failed, an image's natural width and a recording's duration in seconds."""
     return page.evaluate(MEDIA_SCRIPT)
+
+
+if __name__ == "__main__":  # `python tests/browser.py --found`: the browser the page tests use
+    import sys
+
+    path = find_chromium()
+    print(path or f"none: {INSTALL}")
+    sys.exit(0 if path else 1)
