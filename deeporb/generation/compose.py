@@ -256,10 +256,9 @@ def check_settings(settings: Settings, num_samples: int, vocab: Vocabulary, view
 
 def layout(
     settings: Settings, session: SessionFacts, primer: Primer | None, vocab: Vocabulary
-) -> tuple[Meter, list[tuple[float, float]], int]:
-    """The meter (from the primer's start), the output's tempo map and the first grid step
-    written: what :func:`compose` lays a piece on, known before any generation."""
-    meter = primer.meter if primer else session.meter(settings.style)
+) -> tuple[list[tuple[float, float]], int]:
+    """The output's tempo map and the first grid step written, known before any generation
+    (the meter waits for the style: :func:`plan`)."""
     if settings.tempo is not None:
         tempos = [(0.0, float(settings.tempo))]
     elif primer and primer.tempos:
@@ -270,16 +269,7 @@ def layout(
     if start_step:
         start_q = start_step / vocab.config.resolution
         tempos = [(0.0, [t for q, t in tempos if q <= start_q][-1])]
-    return meter, tempos, start_step
-
-
-def longest_seconds(settings: Settings, session: SessionFacts, primer: Primer | None, vocab: Vocabulary) -> float:
-    """How long the pieces of these settings last when every bar asked is written (kept primer
-    bars too; notes ringing past the last bar line aside): the render limit is checked on
-    this before any generation, not on a WAV after it."""
-    meter, tempos, start_step = layout(settings, session, primer, vocab)
-    lines, _ = bar_grid(meter, (primer.bars if primer else 0) + settings.bars, vocab.config)
-    return seconds_at((int(lines[-1]) - start_step) / vocab.config.resolution, tempos)
+    return tempos, start_step
 
 
 # ---------------------------------------------------------------------------------------
@@ -300,6 +290,7 @@ class Plan:
     ensembles: list[list[str] | None]  # per prompt: the parts that must play (score view, named parts)
     parts: list[str]  # tracks: each piece's parts, in its prompts' order; score: the named parts (None: [])
     styles: list[str | None]  # per piece
+    meters: list[Meter]  # per piece, from the prompt's first bar: the style's meter, or the primer's
     tempos: list[tuple[float, float]]
     primer_bars: int
     start_step: int  # the first grid step written (the primer's end when its bars are not kept)
@@ -307,6 +298,13 @@ class Plan:
     @property
     def pieces(self) -> int:
         return len(self.styles)
+
+    def longest_seconds(self, config) -> float:
+        """How long the pieces last when every bar asked is written (kept primer bars too; notes
+        ringing past the last bar line aside): the render limit is checked on this before any
+        generation, not on a WAV after it."""
+        ends = [int(bar_grid(m, self.primer_bars + self.settings.bars, config)[0][-1]) for m in self.meters]
+        return seconds_at((max(ends) - self.start_step) / config.resolution, self.tempos)
 
     def batch_key(self) -> tuple:
         """Plans with equal keys generate in one batch: the loop takes one length, one filter
@@ -324,7 +322,7 @@ def plan(model, settings: Settings, num_samples: int = 1, primer: Primer | None 
     view = session.view
     check_settings(settings, num_samples, vocab, view)
     named = list(dict.fromkeys(settings.instruments)) if settings.instruments else None
-    _, tempos, start_step = layout(settings, session, primer, vocab)
+    tempos, start_step = layout(settings, session, primer, vocab)
     draw = dict(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
                 seed=settings.seed, view=view)
     draw_style = bool(vocab.styles) and settings.style is None
@@ -364,7 +362,7 @@ def plan(model, settings: Settings, num_samples: int = 1, primer: Primer | None 
         styles = styles_drawn()
         prompts = [p for s in styles for p in build_prompts(vocab, parts, meter_of(s), primer, s)]
         ensembles = [None] * len(prompts)
-    return Plan(settings, view, prompts, ensembles, parts, styles, tempos,
+    return Plan(settings, view, prompts, ensembles, parts, styles, [meter_of(s) for s in styles], tempos,
                 primer.bars if primer else 0, start_step)
 
 

@@ -3,7 +3,7 @@
 :class:`SampleConfig` is the sampling settings' record (:class:`deeporb.generation.compose.Settings`,
 where each default lives) plus what this stage adds; Hydra composes ``sample.py``'s config
 from it (``configs/sample.yaml`` adds only Hydra's own settings) and Python callers build one. :func:`run` is what the app does; :func:`sample`
-loads the model and the primer, composes the pieces (:func:`deeporb.generation.compose.compose`:
+loads the model and the primer, composes the pieces (:mod:`deeporb.generation.compose`, plan -> generate -> finish:
 prompts, the batched loop, strict decoding, in either view) and writes the files.
 """
 
@@ -27,8 +27,9 @@ from deeporb.generation.compose import (
     Settings,
     check_settings,
     check_sizes,
-    compose,
-    longest_seconds,
+    finish,
+    generate_plans,
+    plan,
     short_bar_warning,
 )
 from deeporb.generation.prompts import bar_grid, check_primer_bars, load_primer
@@ -108,7 +109,7 @@ def settings_of(cfg: SampleConfig) -> Settings:
 
 
 def sample(cfg: SampleConfig, model: LSTMGenerator | None = None) -> list[SampleResult]:
-    """Load (unless ``model`` is given), compose (:func:`deeporb.generation.compose.compose`),
+    """Load (unless ``model`` is given), compose (:mod:`deeporb.generation.compose`: plan, generate, finish),
     write MIDI (+ PNG, + WAV) and ``samples.json`` into ``cfg.out_dir``: a new or empty folder,
     or one DeepOrb made for samples (:func:`deeporb.fileio.claim_folder`); anything else is refused."""
     render = cfg.render
@@ -124,10 +125,11 @@ def sample(cfg: SampleConfig, model: LSTMGenerator | None = None) -> list[Sample
     vocab, session = model.vocab, facts(model)
     check_settings(settings, cfg.num_samples, vocab, session.view)  # before reading a primer
     loaded = load_primer(cfg.primer, vocab, cfg.primer_bars, session.instrument_key) if cfg.primer else None
+    planned = plan(model, settings, cfg.num_samples, loaded)
     if render.audio:  # the bars asked at the tempo: a piece too long to hear is refused unwritten
-        check_render_length(longest_seconds(settings, session, loaded, vocab), render.max_seconds)
+        check_render_length(planned.longest_seconds(vocab.config), render.max_seconds)
     out_dir = claim_folder(cfg.out_dir, "samples")  # before composing: never over files DeepOrb did not write
-    pieces = compose(model, settings, cfg.num_samples, loaded)
+    pieces = finish(model, planned, generate_plans(model, [planned])[0])
     if render.audio:  # notes may ring past the last bar: still before writing any file
         check_render_length(max(p.seconds for p in pieces), render.max_seconds)
     warning = short_bar_warning(pieces[0].meter, cfg.bars, vocab)
