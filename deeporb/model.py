@@ -141,7 +141,8 @@ class LSTMGenerator(pl.LightningModule):
                 "lower model.optimizer.lr or raise trainer.gradient_clip_val"
             )
         correct = ((logits.argmax(-1).reshape(-1) == targets.reshape(-1)) & mask).sum()
-        notes = self.is_note[targets.reshape(-1)].sum()
+        # the notes each target stands for (the cache's counts: a rep_K word is its bar's notes)
+        notes = batch["notes"][:, 1:].sum() if "notes" in batch else self.is_note[targets.reshape(-1)].sum()
         for name, value in zip(SUMS, (nll.sum().detach(), words, notes, correct), strict=True):
             self.sums[f"{stage}_{name}"].update(value.float())
         batch_size = tokens.size(0)

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = EncodingConfig(resolution=4, max_bar_quarters=4, velocity_bins=4, exact_duration_quarters=2,
                        max_duration_quarters=4)
 INSTRUMENTS = ("alto", "bass", "drums", "soprano")
-VOCAB = Vocabulary(SMALL, INSTRUMENTS, ("bach",))
+VOCAB = Vocabulary(SMALL, INSTRUMENTS, ("bach",), repeat_bars=2)  # rep_1, rep_2: walks repeat bars too
 
 
 def kind_value(vocab: Vocabulary, token: int) -> tuple[str, int]:
@@ -148,7 +148,7 @@ def assert_allowed_word_by_word(vocab: Vocabulary, view: str, ids: np.ndarray) -
 
 
 def test_real_chorales_are_allowed_word_by_word_in_both_views(chorale_midi_dir):
-    vocab = Vocabulary(EncodingConfig(), ("alto", "bass", "soprano", "tenor"))
+    vocab = Vocabulary(EncodingConfig(), ("alto", "bass", "soprano", "tenor"), repeat_bars=16)
     files = sorted(chorale_midi_dir.glob("*.mid"))[:3]
     for path in files:
         for view, ids in tracks_and_scores(path, vocab, "name"):
@@ -166,7 +166,7 @@ def test_built_midi_with_drums_repeated_notes_and_meter_changes_is_allowed(tmp_p
         {"name": "kit", "program": 0, "is_drum": True, "notes": drums},
         {"name": "bass", "program": 32, "notes": scale(pitches=(36, 36, 43))},
     ], time_signatures=[(0, 4, 4), (480 * 8, 3, 4)])
-    vocab = Vocabulary(EncodingConfig(), ("acoustic_bass", "acoustic_grand_piano", "drums"))
+    vocab = Vocabulary(EncodingConfig(), ("acoustic_bass", "acoustic_grand_piano", "drums"), repeat_bars=16)
     for view, ids in tracks_and_scores(path, vocab, "program"):
         assert_allowed_word_by_word(vocab, view, ids)
 
@@ -185,6 +185,12 @@ def test_built_midi_with_drums_repeated_notes_and_meter_changes_is_allowed(tmp_p
     ("tracks", "bar pos_0 vel_1 C4 dur_1 <eos> junk", None),  # reading stops at <eos>
     ("tracks", "bar pos_0 vel_1 <eos>", "cannot follow vel"),
     ("tracks", "bar pos_0 vel_1", "may not end here"),
+    ("tracks", "bar rep_1", "bar K back exists"),  # no bar before the first
+    ("tracks", "bar pos_0 vel_1 C4 dur_1 bar rep_2", "bar K back exists"),
+    ("tracks", "bar ts_3/4 pos_0 vel_1 C4 dur_1 bar ts_2/4 rep_1", "same meter"),
+    ("tracks", "bar pos_0 vel_1 C4 dur_1 bar rep_1 pos_0", "cannot follow rep"),
+    ("tracks", "bar pos_0 vel_1 C4 dur_1 bar rep_1 bar pos_0 C4 dur_1", "vel_"),  # velocity unknown after a repeat
+    ("score", "<bos> inst_alto bar pos_0 inst_alto vel_1 C4 dur_1 bar rep_1 bar rep_2 <eos>", None),
 ])
 def test_strict_decoding_names_the_broken_rule(view, words, broken):
     decode = decode_score if view == "score" else decode_words

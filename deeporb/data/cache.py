@@ -1,6 +1,8 @@
 """The token cache: a session's pieces as word ids, built once and memory-mapped.
 
-``SESSION/cache/tokens-KEY.npy`` (uint16/uint32) holds every row's ids end to end, and
+``SESSION/cache/tokens-KEY.npy`` (uint16/uint32) holds every row's ids end to end,
+``notes-KEY.npy`` (uint16) beside it how many notes each word stands for (a pitch 1, a
+``rep_K`` its bar's notes: :func:`~deeporb.encoding.words.note_counts`), and
 ``index-KEY.json`` one entry per row: where it starts, how long it is, and how long its
 header is. A row is ``header body <eos>``; the header is what every window of the row
 repeats so that each sequence says what it is. Two views make rows from the same note files:
@@ -34,12 +36,13 @@ from deeporb.data.pieces import pieces
 from deeporb.data.split import NoteFileRef
 from deeporb.encoding.grammar import VIEWS, View
 from deeporb.encoding.score import encode_score
-from deeporb.encoding.words import EOS, UNK, Vocabulary, encode_ids
+from deeporb.encoding.words import EOS, UNK, Vocabulary, encode_ids, note_counts
 from deeporb.session_store import CACHE_DIR
 
 # 2: index rows carry their header length ("header") and the list is named "rows"
 # 3: the view and the style are in the key; pieces start at their first sounding bar
-CACHE_FORMAT = 3
+# 4: notes-KEY.npy, the notes each word stands for (rep_K words fold repeated bars)
+CACHE_FORMAT = 4
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -58,19 +61,25 @@ def cache_key(session_dir: Path, files: Sequence[Path], vocab: Vocabulary, view:
 
 
 def count_notes(ids: np.ndarray, vocab: Vocabulary) -> int:
-    """Pitch words: the notes ``bits_per_note`` divides by, the same set in either view."""
-    return int(((ids >= vocab.pitch0) & (ids < vocab.pitch0 + 128)).sum())
+    """The notes ``bits_per_note`` divides by, the same set in either view, folded or not."""
+    return int(note_counts(ids, vocab).sum())
+
+
+def notes_path(tokens_path: Path) -> Path:
+    """The note counts beside a token array: ``notes-KEY.npy`` for ``tokens-KEY.npy``."""
+    return tokens_path.with_name("notes-" + tokens_path.name.removeprefix("tokens-"))
 
 
 def track_rows(refs: Iterable[NoteFileRef], vocab: Vocabulary, style: str | None = None) -> Iterator[tuple[np.ndarray, dict]]:
     """Tracks view: one row per note file, ``<bos> [style_S] inst_KEY body <eos>``, with its facts.
 
-    The body is the note file's words; where the piece's first bars were silent in every part
-    it is the note columns re-encoded from the first sounding bar (as the score view does)."""
+    The body is the note file's words; where the piece's first bars were silent in every part,
+    or repeated bars are folded (``vocab.repeat_bars``), it is the note columns re-encoded
+    from the first sounding bar (as the score view does)."""
     eos = vocab.index[EOS]
     for piece in pieces(refs, vocab.config):
         for track in piece.tracks:
-            if piece.steps:
+            if piece.steps or vocab.repeat_bars:
                 body = encode_ids(track.grid, piece.meter, vocab)
             else:
                 body = vocab.ids(track.record["words"])
@@ -101,36 +110,45 @@ def score_rows(refs: Iterable[NoteFileRef], vocab: Vocabulary, style: str | None
 def build_cache(session_dir: Path, rows: Iterable[tuple[np.ndarray, dict]], vocab: Vocabulary, key: str) -> None:
     """Write ``tokens-KEY.npy`` and ``index-KEY.json`` from (ids, facts) rows, streaming:
     memory does not grow with the corpus. Each index row is its facts plus ``start`` and
-    ``length``; files appear only complete (written aside, then renamed)."""
+    ``length``; files appear only complete (written aside, then renamed). The note counts
+    (:func:`notes_path`) are written beside the ids, word for word."""
     cache = Path(session_dir) / CACHE_DIR
     cache.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(len(vocab))
     suffix = f".tmp-{os.getpid()}"
-    raw_path = cache / f"tokens-{key}.raw{suffix}"
+    raw_path, raw_notes = cache / f"tokens-{key}.raw{suffix}", cache / f"notes-{key}.raw{suffix}"
     npy_path, index_path = cache / f"tokens-{key}.npy", cache / f"index-{key}.json"
     unk = vocab.index[UNK]
     index, offset, unknown = [], 0, 0
     try:
-        with open(raw_path, "wb") as raw:
+        with open(raw_path, "wb") as raw, open(raw_notes, "wb") as counts:
             for ids, facts in rows:
                 unknown += int((ids == unk).sum())
                 raw.write(np.asarray(ids).astype(dtype).tobytes())
+                counts.write(np.minimum(note_counts(ids, vocab), NOTES_MAX).astype(np.uint16).tobytes())
                 index.append({**facts, "start": offset, "length": len(ids)})
                 offset += len(ids)
-        tmp_npy = cache / f"tokens-{key}.npy{suffix}"
-        with open(tmp_npy, "wb") as out, open(raw_path, "rb") as raw:
-            np.lib.format.write_array_header_1_0(
-                out, {"descr": dtype.str, "fortran_order": False, "shape": (offset,)}
-            )
-            while chunk := raw.read(1 << 22):
-                out.write(chunk)
-        os.replace(tmp_npy, npy_path)
+        write_npy(raw_notes, notes_path(npy_path), np.dtype(np.uint16), offset, suffix)
+        write_npy(raw_path, npy_path, dtype, offset, suffix)
         tmp_index = cache / f"index-{key}.json{suffix}"
         tmp_index.write_text(json.dumps({"key": key, "unknown_words": unknown, "rows": index}))
         os.replace(tmp_index, index_path)
     finally:
         for leftover in cache.glob(f"*{suffix}"):
             leftover.unlink(missing_ok=True)
+
+
+NOTES_MAX = np.iinfo(np.uint16).max  # notes one word may stand for in the cache (a bar's)
+
+
+def write_npy(raw_path: Path, npy_path: Path, dtype: np.dtype, length: int, suffix: str) -> None:
+    """A raw file of ``length`` values as ``npy_path``, which appears only complete."""
+    tmp = npy_path.with_name(npy_path.name + suffix)
+    with open(tmp, "wb") as out, open(raw_path, "rb") as raw:
+        np.lib.format.write_array_header_1_0(out, {"descr": dtype.str, "fortran_order": False, "shape": (length,)})
+        while chunk := raw.read(1 << 22):
+            out.write(chunk)
+    os.replace(tmp, npy_path)
 
 
 def load_cache(
@@ -143,7 +161,7 @@ def load_cache(
     key = cache_key(session_dir, [r.path for r in refs], vocab, view, style)
     cache = Path(session_dir) / CACHE_DIR
     npy_path, index_path = cache / f"tokens-{key}.npy", cache / f"index-{key}.json"
-    if not (npy_path.is_file() and index_path.is_file()):
+    if not (npy_path.is_file() and notes_path(npy_path).is_file() and index_path.is_file()):
         rows = score_rows if view == View.SCORE else track_rows
         build_cache(session_dir, rows(refs, vocab, style), vocab, key)
     index = json.loads(index_path.read_text())

@@ -31,7 +31,7 @@ from deeporb.data.split import (
 )
 from deeporb.data.windows import WindowDataset, tile_starts, training_starts
 from deeporb.encoding.grammar import VIEWS, View
-from deeporb.encoding.words import BAR, PAD, EncodingConfig, Vocabulary
+from deeporb.encoding.words import BAR, MAX_REPEAT_BARS, PAD, EncodingConfig, Vocabulary
 from deeporb.errors import UserError
 from deeporb.instruments import safe_key
 from deeporb.session_store import MANIFEST, list_sessions, load_manifest, session_name_for
@@ -51,6 +51,9 @@ class SessionDataModule(pl.LightningDataModule):
         stride: words between training windows before each start moves back to a bar line
             (None: ``seq_len // 2``).
         transpose: random transposition range in semitones for training windows.
+        repeat_bars: a bar equal to one at most this many bars back (same meter) becomes one
+            ``rep_K`` word (0: every bar written out, the vocabulary of older checkpoints); see
+            :func:`deeporb.encoding.words.repeated_bars`. The note files are not changed.
         val_fraction, test_fraction: split fractions, by piece (see :func:`split_of`).
         encode: how to build a missing session: a ``functools.partial`` of the encode stage
             (:func:`deeporb.stages.encode.encode_session`) with its input, e.g. ``dataset=
@@ -69,6 +72,7 @@ class SessionDataModule(pl.LightningDataModule):
         stride: int | None = None,
         batch_size: int = 32,
         transpose: int = 0,
+        repeat_bars: int = 16,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         num_workers: int = 0,
@@ -91,6 +95,9 @@ class SessionDataModule(pl.LightningDataModule):
         self.stride = int(stride) if stride else max(1, self.seq_len // 2)
         self.batch_size = int(batch_size)
         self.transpose = int(transpose)
+        if not 0 <= int(repeat_bars) <= MAX_REPEAT_BARS:
+            raise UserError(f"data.repeat_bars must be from 0 to {MAX_REPEAT_BARS}, not {repeat_bars}")
+        self.repeat_bars = int(repeat_bars)
         check_fractions(val_fraction, test_fraction)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
@@ -164,7 +171,7 @@ class SessionDataModule(pl.LightningDataModule):
         if not keys:
             raise UserError(f"session(s) {', '.join(self.names)} hold no note files; re-run encode.py")
         self.styles = session_styles(manifests) if len(self.names) > 1 else {}
-        self.vocab = Vocabulary(first, tuple(keys), tuple(self.styles.values()))
+        self.vocab = Vocabulary(first, tuple(keys), tuple(self.styles.values()), self.repeat_bars)
         self.pad_id = self.vocab.index[PAD]
 
         # the token cache's rows (a track or a piece each); "array" says which session's cache
@@ -313,6 +320,7 @@ class SessionDataModule(pl.LightningDataModule):
             test_fraction=self.test_fraction,
             instruments_filter=None if self.instruments_filter is None else tuple(self.instruments_filter),
             seq_len=self.seq_len,
+            repeat_bars=self.repeat_bars,
             time_signatures=dict(meters.most_common()),
             instruments={k: instruments[k] for k in sorted(instruments)},
             instrument_keys=tuple(self.vocab.instruments),

@@ -62,6 +62,7 @@ class SessionFacts:
     test_fraction: float | None = None
     instruments_filter: tuple[str, ...] | None = None  # data.instruments (None: all)
     seq_len: int | None = None
+    repeat_bars: int = 0  # data.repeat_bars: how far back a rep_K word may point (older checkpoints: none)
     qpm_median: float = 120.0  # tempo of a sample without primer or tempo=
     time_signatures: dict[str, int] = field(default_factory=lambda: {"4/4": 1})  # "N/D" -> pieces
     instruments: dict[str, dict] = field(default_factory=dict)  # key -> {program, is_drum, tracks, notes}
@@ -79,7 +80,7 @@ class SessionFacts:
         (None where an older checkpoint does not say). The one way from facts back to data."""
         return {"session": list(self.names) or None, "sessions_dir": self.sessions_dir, "view": self.view,
                 "instruments": None if self.instruments_filter is None else list(self.instruments_filter),
-                "seq_len": self.seq_len, "val_fraction": self.val_fraction, "test_fraction": self.test_fraction}
+                "seq_len": self.seq_len, "repeat_bars": self.repeat_bars, "val_fraction": self.val_fraction, "test_fraction": self.test_fraction}
 
     def to_dict(self) -> dict:
         """Plain lists and dicts, as the checkpoint's ``hparams.session`` stores them (numpy
@@ -125,6 +126,8 @@ class SessionFacts:
             kw["encoding"] = vocab.config
         if "instrument_keys" not in kw and vocab is not None:
             kw["instrument_keys"] = tuple(vocab.instruments)
+        if vocab is not None:  # the vocabulary is what the weights were trained on
+            kw["repeat_bars"] = vocab.repeat_bars
         return cls(**kw)
 
     def require_split(self, what: str = "checkpoint") -> SessionFacts:

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from deeporb.data.cache import notes_path
+
 CHUNK_WORDS = 1 << 22  # words of the cache read at once while finding bar lines
 
 
@@ -122,6 +124,8 @@ class WindowDataset(Dataset):
     not copies. ``row_*`` describe the cache rows (a track, or a whole piece), and window
     ``i`` is body offset ``window_offset[i]`` of row ``window_row[i]``. ``inst_ids`` is the
     vocabulary's ``inst_`` block (first id, end id), ``drum_ids`` the ``inst_`` ids of drum parts.
+    An item is ``tokens`` and ``notes``: how many notes each word stands for (the cache's
+    ``notes_path`` array, which ``bits_per_note`` divides by).
     """
 
     def __init__(
@@ -152,6 +156,7 @@ class WindowDataset(Dataset):
         self.pad_id = pad_id
         self.transpose = int(transpose)
         self._tokens: np.ndarray | None = None
+        self._notes: np.ndarray | None = None
         self._rng: np.random.Generator | None = None
         self._rng_pid: int | None = None
 
@@ -160,13 +165,19 @@ class WindowDataset(Dataset):
 
     def __getstate__(self) -> dict:
         # workers reopen the memmap (shared page cache) and seed their own generator
-        return {**self.__dict__, "_tokens": None, "_rng": None, "_rng_pid": None}
+        return {**self.__dict__, "_tokens": None, "_notes": None, "_rng": None, "_rng_pid": None}
 
     @property
     def tokens(self) -> np.ndarray:
         if self._tokens is None:
             self._tokens = np.load(self.tokens_path, mmap_mode="r")
         return self._tokens
+
+    @property
+    def notes(self) -> np.ndarray:
+        if self._notes is None:
+            self._notes = np.load(notes_path(self.tokens_path), mmap_mode="r")
+        return self._notes
 
     def _generator(self) -> np.random.Generator:
         # seeded from torch so seed_everything and per-worker seeds apply
@@ -175,24 +186,27 @@ class WindowDataset(Dataset):
             self._rng_pid = os.getpid()
         return self._rng
 
-    def window(self, i: int) -> np.ndarray:
-        """The i-th window as int64 ids, padded to ``seq_len + 1``, before augmentation."""
+    def window(self, i: int, array: np.ndarray | None = None, pad: int | None = None) -> np.ndarray:
+        """The i-th window as int64 ids, padded to ``seq_len + 1``, before augmentation (of
+        ``array`` instead, e.g. the note counts, padded with ``pad``)."""
+        array = self.tokens if array is None else array
         t = self.window_row[i]
         start, length, header = int(self.row_start[t]), int(self.row_length[t]), int(self.row_header[t])
         body = start + header + int(self.window_offset[i])
         n = min(self.seq_len + 1 - header, start + length - body)
-        out = np.full(self.seq_len + 1, self.pad_id, dtype=np.int64)
-        out[:header] = self.tokens[start : start + header]
-        out[header : header + n] = self.tokens[body : body + n]
+        out = np.full(self.seq_len + 1, self.pad_id if pad is None else pad, dtype=np.int64)
+        out[:header] = array[start : start + header]
+        out[header : header + n] = array[body : body + n]
         return out
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         out = self.window(i)
+        notes = torch.from_numpy(self.window(i, self.notes, 0))
         if self.transpose:
             header = int(self.row_header[self.window_row[i]])
             movable = pitched_words(out, header, self.pitch0, self.inst_ids, self.drum_ids)
             shift_pitches(out, self.pitch0, self.transpose, self._generator(), movable)
-        return {"tokens": torch.from_numpy(out)}
+        return {"tokens": torch.from_numpy(out), "notes": notes}
 
 
 def pitched_words(ids: np.ndarray, header: int, pitch0: int, inst_ids: tuple[int, int], drum_ids: np.ndarray) -> np.ndarray:

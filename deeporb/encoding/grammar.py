@@ -4,7 +4,7 @@ The tables below say everything (docs/words.md prints them, from :func:`markdown
 
 * :data:`KINDS`: the word kinds, in vocabulary order. Every word has a kind and a *value*
   (``pos_K`` -> K, ``C4`` -> 60, ``ts_3/4`` -> its bar length in grid steps, ``dur_K`` -> K,
-  ``inst_X``/``style_X`` -> the key's index in the vocabulary; the others 0).
+  ``inst_X``/``style_X`` -> the key's index in the vocabulary, ``rep_K`` -> K; the others 0).
 * :data:`RULES`: which kind may follow which, in which view, where which :data:`PREDICATES`
   hold (thresholds on the state, such as "before the first bar": the header).
 * :data:`CONDITIONS`: which words of a kind may stand: ``value OP state.FIELD`` (a position
@@ -47,7 +47,7 @@ class View(enum.StrEnum):
 
 
 VIEWS = tuple(View)
-KINDS = ("pad", "bos", "eos", "unk", "bar", "ts", "pos", "vel", "pitch", "dur", "inst", "style")
+KINDS = ("pad", "bos", "eos", "unk", "bar", "ts", "pos", "vel", "pitch", "dur", "inst", "style", "rep")
 START = "start"  # the kind of "no word yet"
 PREV_KINDS = (*KINDS, START)  # what the previous word's kind may be; START is last
 
@@ -105,6 +105,8 @@ RULES = (
     Rule(("pitch",), ("inst",), "a note of the named part", when=("body", "velocity_known"), views=("score",)),
     Rule(("pitch",), ("dur",), "the chord's next note", when=("velocity_known",)),
     Rule(("dur",), ("pitch",), "a pitch is always followed by its duration"),
+    Rule(("rep",), ("bar", "ts"), "a bar may say it repeats, note for note, the bar K back instead of its notes"),
+    Rule(("bar", "eos"), ("rep",), "a repeated bar holds nothing else"),
 )
 
 CONDITIONS = {
@@ -114,6 +116,7 @@ CONDITIONS = {
     "new_velocity": Condition("vel", "!=", "vel", "a velocity word changes the velocity"),
     "part_rises": Condition("inst", ">", "part", "parts come in ascending key order, each once per onset"),
     "in_ensemble": Condition("inst", "in", "ensemble", "a part in the body is one the header named", unless="header"),
+    "repeats_a_bar": Condition("rep", "<", "meter_bars", "the bar K back exists, in the same meter (so of the same length)"),
 }
 
 # field -> {kind: new value}: a sum of terms, each a field (its old value), "value" (the word's)
@@ -125,7 +128,8 @@ UPDATES = {
     "pos": {"bar": -1, "pos": "value"},
     "part": {"bar": -1, "pos": -1, "inst": "value"},
     "last_pitch": {"bar": -1, "pos": -1, "inst": -1, "pitch": "value"},
-    "vel": {"vel": "value"},
+    "vel": {"vel": "value", "rep": -1},  # a repeated bar's last velocity is not known here: the next note names its own
+    "meter_bars": {"bar": ("meter_bars", 1), "ts": 1},  # bars so far in the meter in force, this one included
 }
 # the one set-valued field: a word of this kind adds its value to it while the predicate holds
 ENSEMBLE = ("inst", "header")
@@ -141,7 +145,7 @@ def initial(bar_len: int) -> dict[str, int]:
     meter until a ``ts`` word says otherwise (4/4 for decoding); ``bar_start`` is one bar
     before 0, so the first ``bar`` is at 0."""
     return {"prev": PREV_KINDS.index(START), "bars": 0, "bar_start": -bar_len, "bar_len": bar_len,
-            "pos": -1, "part": -1, "last_pitch": -1, "vel": -1}
+            "pos": -1, "part": -1, "last_pitch": -1, "vel": -1, "meter_bars": 0}
 
 
 def rules_for(view: str) -> tuple[Rule, ...]:

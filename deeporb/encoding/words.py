@@ -9,14 +9,18 @@ A track becomes a sequence of words (see docs/words.md):
 * ``pos_K`` is the onset step inside the bar, written for the first note of a bar and
   whenever the onset moves (notes sharing an onset form a chord);
 * ``vel_K`` is the velocity bin, written only when it changes;
-* a pitch word (``C#4``, MIDI 60 = ``C4``) is always followed by its ``dur_K``.
+* a pitch word (``C#4``, MIDI 60 = ``C4``) is always followed by its ``dur_K``;
+* ``rep_K`` (only in vocabularies with ``repeat_bars``): the bar repeats, note for note, the
+  bar K back in the same meter, and stands instead of its notes. Real music returns to what it
+  said 4 or 8 bars earlier (a sixth of the chorales' bars, half of the folk tunes'); one word
+  lets the network say so, and see it, however far back the bar is in words.
 
 A training row frames it: ``<bos> [style_S] inst_KEY words <eos>`` (the tracks view; the
 score view, :mod:`deeporb.encoding.score`, merges a piece's parts into one stream). What
 may follow what is :mod:`deeporb.encoding.grammar`'s table, which decoding reads.
 
 The vocabulary depends only on :class:`EncodingConfig` plus the session's instrument and
-style keys, so the same config always yields the same ids. ``decode(encode(x)) ==
+style keys and ``repeat_bars``, so the same config always yields the same ids. ``decode(encode(x)) ==
 quantize(x)`` holds for every input: that is the property test in tests/test_words.py.
 
 Encoding is vectorised with numpy (no per-note Python loop) because it runs over whole
@@ -37,6 +41,7 @@ from deeporb.encoding.grammar import KINDS, STATE, Walk
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
 BAR = "bar"
+MAX_REPEAT_BARS = 64  # the farthest a rep_K word may point back
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 PITCH_WORD = re.compile(r"^([A-G]#?)(-?\d+)$")
 
@@ -145,19 +150,28 @@ class Vocabulary:
     """Word <-> id mapping, closed-form from the config plus sorted instrument and style keys.
 
     The words come in blocks, one per kind of :data:`deeporb.encoding.grammar.KINDS`, in that
-    order: specials, ``bar``, ``ts_``, ``pos_``, ``vel_``, pitches, ``dur_``, ``inst_``, ``style_``.
-    ``kinds[id]`` and ``values[id]`` give each word's kind (index into KINDS) and value (see the
-    grammar), ``blocks[kind]`` its (first id, end id).
+    order: specials, ``bar``, ``ts_``, ``pos_``, ``vel_``, pitches, ``dur_``, ``inst_``, ``style_``,
+    ``rep_``. ``kinds[id]`` and ``values[id]`` give each word's kind (index into KINDS) and value
+    (see the grammar), ``blocks[kind]`` its (first id, end id).
+
+    ``repeat_bars``: the farthest bar a ``rep_K`` word may point back to (0: no such words, the
+    vocabulary of checkpoints made before them). A data setting, not an encoding one: the note
+    files keep every note; the token cache folds repeated bars when it builds the rows. The
+    ``rep_`` block comes last, so the other words keep their ids.
     """
 
     config: EncodingConfig = field(default_factory=EncodingConfig)
     instruments: tuple[str, ...] = ()
     styles: tuple[str, ...] = ()
+    repeat_bars: int = 0
 
     def __post_init__(self) -> None:
         c = self.config
         self.instruments = tuple(sorted(set(self.instruments)))
         self.styles = tuple(sorted(set(self.styles)))
+        self.repeat_bars = int(self.repeat_bars)
+        if not 0 <= self.repeat_bars <= MAX_REPEAT_BARS:
+            raise ValueError(f"repeat_bars must be from 0 to {MAX_REPEAT_BARS}, not {self.repeat_bars}")
         n_pos = c.max_bar_quarters * c.resolution
         blocks = {  # kind -> (words, values), in KINDS order
             "pad": ([PAD], [0]), "bos": ([BOS], [0]), "eos": ([EOS], [0]), "unk": ([UNK], [0]),
@@ -169,6 +183,7 @@ class Vocabulary:
             "dur": ([f"dur_{int(s)}" for s in c.duration_steps], c.duration_steps),
             "inst": ([f"inst_{k}" for k in self.instruments], range(len(self.instruments))),
             "style": ([f"style_{k}" for k in self.styles], range(len(self.styles))),
+            "rep": ([f"rep_{k}" for k in range(1, self.repeat_bars + 1)], range(1, self.repeat_bars + 1)),
         }
         assert tuple(blocks) == KINDS
         words: list[str] = []
@@ -191,6 +206,11 @@ class Vocabulary:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocabulary) and self.words == other.words
+
+    @property
+    def rep_ids(self) -> tuple[int, int]:
+        """(first id, end id) of the ``rep_`` words (empty without ``repeat_bars``)."""
+        return self.blocks["rep"]
 
     def id(self, word: str) -> int:
         return self.index.get(word, self.index[UNK])
@@ -239,11 +259,14 @@ class Vocabulary:
         d = {"config": self.config.to_dict(), "instruments": list(self.instruments)}
         if self.styles:  # written only when there are styles, so older vocabularies keep their dicts
             d["styles"] = list(self.styles)
+        if self.repeat_bars:  # likewise
+            d["repeat_bars"] = self.repeat_bars
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Vocabulary:
-        return cls(EncodingConfig.from_dict(d["config"]), tuple(d["instruments"]), tuple(d.get("styles", ())))
+        return cls(EncodingConfig.from_dict(d["config"]), tuple(d["instruments"]), tuple(d.get("styles", ())),
+                   int(d.get("repeat_bars", 0)))
 
 
 def word_kind(word: str) -> str:
@@ -253,7 +276,7 @@ def word_kind(word: str) -> str:
     if word == BAR:
         return "bar"
     prefix = word.split("_", 1)[0]
-    if prefix in ("ts", "pos", "vel", "dur", "inst", "style"):
+    if prefix in ("ts", "pos", "vel", "dur", "inst", "style", "rep"):
         return prefix
     if PITCH_WORD.match(word):
         return "pitch"
@@ -391,7 +414,10 @@ def encode_ids(grid: GridNotes, meter: Meter, vocab: Vocabulary, part: np.ndarra
 
     ``part`` (score view) holds each note's ``inst_`` word id, the notes sorted by onset, then
     part, then pitch; an ``inst_`` word is then written after every ``pos_`` and where the
-    part changes inside an onset. Without it (tracks view) no ``inst_`` word is written.
+    part changes inside an onset.
+    Without it (tracks view) no ``inst_`` word is written. With ``vocab.repeat_bars`` a bar
+    equal to one at most that many bars back in its meter is written ``bar rep_K``
+    (:func:`repeated_bars`), and the next note names its velocity.
     """
     config = vocab.config
     n = len(grid)
@@ -406,10 +432,19 @@ def encode_ids(grid: GridNotes, meter: Meter, vocab: Vocabulary, part: np.ndarra
     if nbars:
         ts_flag[0] = 1
         ts_flag[1:] = which[1:] != which[:-1]
-    header_len = 1 + ts_flag
 
     bar = np.searchsorted(lines, grid.onset, side="right") - 1
     pos = grid.onset - lines[bar]
+    back = np.zeros(nbars, dtype=np.int64)
+    if vocab.repeat_bars and n:
+        back = repeated_bars(bar, pos, grid, part, which, vocab.repeat_bars)
+        kept = back[bar] == 0
+        grid, bar, pos = GridNotes(*(getattr(grid, c)[kept] for c in GRID_COLUMNS)), bar[kept], pos[kept]
+        part = None if part is None else part[kept]
+        n = len(grid)
+    rep_flag = (back > 0).astype(np.int64)
+    header_len = 1 + ts_flag + rep_flag
+
     first_in_bar = np.ones(n, dtype=bool)
     first_in_bar[1:] = bar[1:] != bar[:-1]
     pos_flag = first_in_bar.copy()
@@ -420,6 +455,9 @@ def encode_ids(grid: GridNotes, meter: Meter, vocab: Vocabulary, part: np.ndarra
         inst_flag[1:] |= part[1:] != part[:-1]
     vel_flag = np.ones(n, dtype=bool)
     vel_flag[1:] = grid.velocity_bin[1:] != grid.velocity_bin[:-1]
+    if rep_flag.any():  # after a repeated bar the velocity is unknown (the grammar's rule)
+        reps_so_far = np.cumsum(rep_flag)
+        vel_flag[1:] |= reps_so_far[bar[1:]] != reps_so_far[bar[:-1]]
     note_len = 2 + pos_flag + inst_flag + vel_flag
 
     header_cum = np.cumsum(header_len)  # headers up to and including bar b
@@ -436,6 +474,8 @@ def encode_ids(grid: GridNotes, meter: Meter, vocab: Vocabulary, part: np.ndarra
     ts_bars = np.flatnonzero(ts_flag)
     sig_ids = np.array([vocab.ts_ids[s] for s in meter.signatures], dtype=np.int64)
     out[bar_start[ts_bars] + 1] = sig_ids[which[ts_bars]]
+    rep_bars = np.flatnonzero(rep_flag)
+    out[bar_start[rep_bars] + 1 + ts_flag[rep_bars]] = vocab.rep_ids[0] + back[rep_bars] - 1
     cursor = note_start.copy()
     out[cursor[pos_flag]] = vocab.pos0 + pos[pos_flag]
     cursor += pos_flag
@@ -448,6 +488,46 @@ def encode_ids(grid: GridNotes, meter: Meter, vocab: Vocabulary, part: np.ndarra
     dur_index = np.searchsorted(config.duration_steps, grid.duration)
     out[cursor + 1] = vocab.dur0 + dur_index
     return out
+
+
+def repeated_bars(bar, pos, grid: GridNotes, part, which, most: int) -> np.ndarray:
+    """For each bar, how many bars back (1..``most``) the nearest earlier bar with exactly its
+    notes (onset in the bar, pitch, duration, velocity, part) is, in the same meter; 0 where
+    there is none or the bar is empty. Equal meters make equal bar lengths, so a copy fits."""
+    nbars = len(which)
+    cols = [pos, grid.pitch, grid.duration, grid.velocity_bin, np.zeros_like(pos) if part is None else part]
+    rows = np.ascontiguousarray(np.stack(cols, axis=1).astype(np.int64))
+    bounds = np.searchsorted(bar, np.arange(nbars + 1))
+    back = np.zeros(nbars, dtype=np.int64)
+    last_seen: dict[bytes, int] = {}
+    for b in range(nbars):
+        lo, hi = bounds[b], bounds[b + 1]
+        if hi == lo:
+            continue
+        key = rows[lo:hi].tobytes()
+        seen = last_seen.get(key)
+        if seen is not None and b - seen <= most and which[seen] == which[b]:
+            back[b] = b - seen
+        last_seen[key] = b
+    return back
+
+
+def note_counts(ids: np.ndarray, vocab: Vocabulary) -> np.ndarray:
+    """How many notes each word of a row stands for: 1 per pitch word, the repeated bar's notes
+    per ``rep_K``, else 0. ``bits_per_note`` divides by their sum, so a folded bar's notes
+    still count. A ``rep_K`` pointing before the row's start (a window) counts 0."""
+    ids = np.asarray(ids, dtype=np.int64)
+    counts = ((ids >= vocab.pitch0) & (ids < vocab.pitch0 + 128)).astype(np.int64)
+    first, end = vocab.rep_ids
+    reps = np.flatnonzero((ids >= first) & (ids < end))
+    if len(reps):
+        bar_of = np.cumsum(ids == vocab.index[BAR])  # 0: before the first `bar` (a window's part-bar)
+        per_bar = np.bincount(bar_of[counts > 0], minlength=int(bar_of[-1]) + 1)
+        for i in reps:
+            b, k = bar_of[i], int(ids[i]) - first + 1
+            per_bar[b] = per_bar[b - k] if b - k >= 1 else 0
+            counts[i] = per_bar[b]
+    return counts
 
 
 def encode(notes: dict, time_signatures, vocab: Vocabulary) -> tuple[str, Meter]:
@@ -482,6 +562,7 @@ def read_words(
     walk = Walk(view, len(vocab.instruments), config.bar_steps(4, 4))
     s, refusal, step = walk.state, walk.refusal, walk.step
     notes = []  # (onset, duration, pitch, velocity bin, part)
+    bar_notes, bar_starts = [], []  # per bar so far: its first note's index in notes, its start step
     starts, sigs = [0], [(4, 4)]
     kind_value, unknown, unreadable = vocab.kind_values, UNKNOWN, UNREADABLE
     for i, w in enumerate(words):
@@ -497,7 +578,14 @@ def read_words(
             break
         if kind == "dur":
             notes.append((s[BAR_START] + s[POS], value, s[LAST_PITCH], s[VEL], s[PART]))
+        elif kind == "rep":  # the bar `value` back, note for note (the grammar checked it exists)
+            source = len(bar_notes) - 1 - value
+            shift = s[BAR_START] - bar_starts[source]
+            notes += [(o + shift, *rest) for o, *rest in notes[bar_notes[source] : bar_notes[source + 1]]]
         step(kind, value)
+        if kind == "bar":
+            bar_notes.append(len(notes))
+            bar_starts.append(s[BAR_START])
         if kind == "ts":
             sig = tuple(int(x) for x in w[3:].split("/"))
             if starts[-1] == s[BAR_START]:

@@ -36,7 +36,7 @@ import numpy as np
 from deeporb.checkpoints import facts as facts_of
 from deeporb.checkpoints import load_generator
 from deeporb.data.facts import SessionFacts
-from deeporb.encoding.words import Vocabulary
+from deeporb.encoding.words import Vocabulary, note_counts
 from deeporb.errors import UserError
 from deeporb.evaluation.ngram import NGramLM, select_order
 
@@ -81,18 +81,20 @@ class Score:
         }
 
 
-def count_targets(sequences: Iterable[np.ndarray], vocab: Vocabulary) -> tuple[int, int]:
-    """(predicted words, predicted notes): every id after the first of each sequence."""
+def count_targets(sequences: Iterable[np.ndarray], vocab: Vocabulary, counts=None) -> tuple[int, int]:
+    """(predicted words, predicted notes): every id after the first of each sequence. The notes
+    each word stands for come from ``counts`` (one array per sequence, :func:`split_note_counts`)
+    or, for whole rows, :func:`note_counts`."""
     words = notes = 0
-    for seq in sequences:
-        targets = np.asarray(seq[1:])
-        words += len(targets)
-        notes += int(((targets >= vocab.pitch0) & (targets < vocab.pitch0 + 128)).sum())
+    counts = counts if counts is not None else (note_counts(seq, vocab) for seq in sequences)
+    for seq, count in zip(sequences, counts, strict=True):
+        words += len(seq) - 1
+        notes += int(np.asarray(count)[1:].sum())
     return words, notes
 
 
 def score_lstm(
-    model, sequences: Sequence[np.ndarray], name: str = "lstm", batch_size: int = 32, chunk: int = 1024
+    model, sequences: Sequence[np.ndarray], name: str = "lstm", batch_size: int = 32, chunk: int = 1024, counts=None
 ) -> Score:
     """Score sequences of any length with an ``LSTMGenerator``, each from its own start.
 
@@ -127,7 +129,7 @@ def score_lstm(
                     reduction="sum",
                 )
                 total += float(nll.double()) / LN2
-    words, notes = count_targets(sequences, vocab)
+    words, notes = count_targets(sequences, vocab, counts)
     return Score(name, total, words, notes)
 
 
@@ -174,9 +176,9 @@ def fit_ngram(
     return NGramBaseline(lm, order, modified, val_bits)
 
 
-def score_ngram(baseline: NGramBaseline, sequences: Sequence[np.ndarray], vocab: Vocabulary) -> Score:
+def score_ngram(baseline: NGramBaseline, sequences: Sequence[np.ndarray], vocab: Vocabulary, counts=None) -> Score:
     bits, count = baseline.lm.total_bits(np.asarray(s).tolist() for s in sequences)
-    words, notes = count_targets(sequences, vocab)
+    words, notes = count_targets(sequences, vocab, counts)
     if count != words:  # the n-gram predicts every word after the first, as the LSTM does
         raise AssertionError(f"n-gram scored {count} words, the sequences hold {words} targets")
     val = baseline.val_bits_per_word[baseline.key]
@@ -227,6 +229,19 @@ def split_sequences(dm, split: str, mode: str = "tracks") -> list[np.ndarray]:
             w = part.window(i)
             out.append(w[: int((w != part.pad_id).sum())])  # padding only ever trails
     return out
+
+
+def split_note_counts(dm, split: str, mode: str = "tracks") -> list[np.ndarray]:
+    """The notes each word of :func:`split_sequences` stands for, from the token cache: a
+    window's ``rep_K`` may point to a bar before the window, which only the whole row knows."""
+    if mode == "tracks":
+        return [note_counts(seq, dm.vocab) for seq in split_sequences(dm, split, mode)]
+    import torch
+
+    ds = dm.dataset(split)
+    parts = ds.datasets if isinstance(ds, torch.utils.data.ConcatDataset) else [ds]
+    return [part.window(i, part.notes, 0)[: int((part.window(i) != part.pad_id).sum())]
+            for part in parts for i in range(len(part))]
 
 
 # ---------------------------------------------------------------------------------------
@@ -313,11 +328,11 @@ def evaluate_checkpoints(
             train = split_sequences(dm, "train", "tracks")
             val = split_sequences(dm, "val", "tracks")
             baselines[data_key] = fit_ngram(train, val, len(dm.vocab), orders)
-        test = split_sequences(dm, "test", mode)
-        scores = [score_ngram(baselines[data_key], test, dm.vocab)]
+        test, test_notes = split_sequences(dm, "test", mode), split_note_counts(dm, "test", mode)
+        scores = [score_ngram(baselines[data_key], test, dm.vocab, test_notes)]
         for label, ckpt, model, own in members:
             log(f"scoring {ckpt} ...")
-            s = score_lstm(model, test, label, batch_size)
+            s = score_lstm(model, test, label, batch_size, counts=test_notes)
             h = model.hparams
             s.about = f"{h.num_layers}×{h.hidden_size}, {model.parameter_count():,} params"
             s.detail = {"checkpoint": str(ckpt), "seq_len": own.seq_len,

@@ -123,7 +123,7 @@ class Grammar:
     last bar); at the last onset of its last bar (``pos == bar_len - 1``) an ``inst_`` word may
     name no part above the lowest one still to play, since parts come in ascending order and
     no later onset is left. So every part still to play can always be placed: no row can reach
-    a dead end. A full last bar (``max_bar_words``) with parts still to play may name only
+    a dead end (nor may the last bar be a ``rep_K``, which closes it). A full last bar (``max_bar_words``) with parts still to play may name only
     those parts, one note each, which bounds it by ``PLACE_WORDS`` words a part.
     """
 
@@ -265,6 +265,8 @@ class Grammar:
         """The required-parts policy (see the class docstring), on rows with parts to play."""
         allowed[:, self.eos_id] &= ~pending
         allowed[:, self.bar_id] &= ~owing
+        r, e = self.vocab.rep_ids  # a repeated last bar could only be closed, and may not be
+        allowed[:, r:e] &= ~owing[:, None]
         a, b = self.inst_block
         lowest = torch.where(s.required, self.part_values, b - a).min(1).values  # lowest part still to play
         pos, bar_len = s.values[:, self.col["pos"]], s.values[:, self.col["bar_len"]]
