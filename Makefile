@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: setup demo test lint clean browser
+.PHONY: setup demo pretrained test lint clean browser
 
 # the core install, all the demo needs; torch first: the CPU wheel, so a looser requirement
 # does not pull the CUDA build
@@ -25,14 +25,36 @@ setup: $(VENV)/.installed
 
 DEMO := outputs/demo
 
-# encode the Bach chorales, train about a minute on the CPU, then sample 4 pieces
+VOICES := "instruments=[soprano,alto,tenor,bass]"
+
+# encode the Bach chorales, train 240 steps (about a minute on the CPU), sample 4 pieces from that
+# model, and 4 from the bundled one (deeporb/pretrained/bach_chorales.ckpt) when it is there
 demo: setup
 	$(PY) encode.py dataset=bach_chorales
 	rm -rf $(DEMO)/run
 	$(PY) train.py experiment=demo hydra.run.dir=$(DEMO)/run
 	$(PY) sample.py ckpt_path=$(DEMO)/run num_samples=4 bars=16 seed=1 out_dir=$(DEMO)/samples render.audio=true \
-		"instruments=[soprano,alto,tenor,bass]"
+		$(VOICES) 'title="Trained just now by make demo (experiment=demo: 240 steps)"'
+	@if [ -f deeporb/pretrained/bach_chorales.ckpt ]; then \
+	  $(PY) sample.py ckpt_path=pretrained:bach_chorales num_samples=4 bars=16 seed=1 out_dir=$(DEMO)/pretrained \
+	    render.audio=true $(VOICES) 'title="The bundled model pretrained:bach_chorales (card: deeporb/pretrained/bach_chorales.md)"' \
+	  && echo "the bundled model's pieces: open $(DEMO)/pretrained/index.html"; \
+	else echo "no bundled model yet (make pretrained makes it): no pieces in $(DEMO)/pretrained"; fi
 	@echo "demo done: open $(DEMO)/samples/index.html (piano rolls, audio, MIDI, statistics); training run in $(DEMO)/run"
+
+# the bundled models, each an artifact of its config: train experiment=pretrained_NAME by steps, then
+# export the best checkpoint (float16 weights, session facts) and its card into deeporb/pretrained/
+PRETRAINED := bach_chorales styles
+CORPORA_bach_chorales := bach_chorales
+CORPORA_styles := bach_chorales nottingham beethoven_quartets
+
+pretrained: $(addprefix pretrained-,$(PRETRAINED))
+
+pretrained-%: setup
+	for corpus in $(CORPORA_$*); do [ -d data/sessions/$$corpus ] || $(PY) encode.py dataset=$$corpus || exit 1; done
+	rm -rf outputs/pretrained/$*
+	$(PY) train.py experiment=pretrained_$* hydra.run.dir=outputs/pretrained/$*
+	$(PY) -m deeporb.pretrained export outputs/pretrained/$* $*
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .

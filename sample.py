@@ -1,4 +1,5 @@
-"""Generate music from a trained checkpoint (or a training run folder): MIDI, piano roll, WAV.
+"""Generate music from a trained checkpoint, a training run folder or a bundled model
+(``pretrained:NAME``; with no ``ckpt_path``, ``pretrained:bach_chorales``): MIDI, piano roll, WAV.
 
 Settings and their defaults: :class:`deeporb.stages.sample.SampleConfig` (configs/sample.yaml).
 """

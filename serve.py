@@ -1,6 +1,6 @@
 """Serve a checkpoint over HTTP: a JSON API that generates music and a page to compose with.
 
-    python serve.py ckpt_path=RUN_OR_CKPT [host=127.0.0.1] [port=8000]
+    python serve.py [ckpt_path=RUN_OR_CKPT|pretrained:NAME] [host=127.0.0.1] [port=8000]   # default: pretrained:bach_chorales
 
 Settings and their defaults: :class:`deeporb.serve.app.ServeConfig` (configs/serve.yaml).
 """

@@ -8,14 +8,20 @@ holding Python objects, someone else's checkpoint, an unreadable or mismatched v
 weights that do not fit) has its own one-line :class:`UserError`, whoever reads it: sampling,
 evaluation, serving or training's resume and evaluate-only runs (whose second read, by
 Lightning, is data only too).
+
+A bundled model (``deeporb/pretrained/NAME.ckpt``, package data made by ``python -m deeporb.pretrained
+export``) is a checkpoint like any other, named ``ckpt_path=pretrained:NAME``; :func:`checkpoint_or_default`
+is what ``sample.py`` and ``serve.py`` load when no ``ckpt_path`` is given.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import os
 import pickle
 import re
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,11 +33,52 @@ from deeporb.encoding.words import Vocabulary
 from deeporb.errors import UserError
 from deeporb.model import LSTMGenerator
 
+PRETRAINED = "pretrained:"  # ckpt_path=pretrained:NAME: the bundled model NAME
+DEFAULT_PRETRAINED = "bach_chorales"  # what sample.py and serve.py load when no ckpt_path is given
+PRETRAINED_DIR_ENV = "DEEPORB_PRETRAINED_DIR"  # another folder of bundled models (tests, models kept elsewhere)
+
+
+def pretrained_dir() -> Path:
+    """The folder of bundled models: ``$DEEPORB_PRETRAINED_DIR``, else the package's ``pretrained/``."""
+    return Path(os.environ.get(PRETRAINED_DIR_ENV) or Path(__file__).with_name("pretrained")).expanduser()
+
+
+def pretrained_names() -> list[str]:
+    """The bundled models there (``NAME.ckpt``), by name."""
+    folder = pretrained_dir()
+    return sorted(p.stem for p in folder.glob("*.ckpt") if p.is_file()) if folder.is_dir() else []
+
+
+def pretrained_path(name: str) -> Path:
+    """The file of the bundled model ``name``; an unknown name is one line listing the bundled ones."""
+    names = pretrained_names()
+    if name not in names:  # a name, never a path: only the files listed are reachable
+        have = ", ".join(PRETRAINED + n for n in names) or f"none in {pretrained_dir()} (make pretrained makes them)"
+        raise UserError(f"no bundled model {name!r}; bundled: {have}")
+    return pretrained_dir() / f"{name}.ckpt"
+
+
+def checkpoint_or_default(path: str | Path | None) -> str:
+    """``path`` when given; else the default bundled model (``pretrained:bach_chorales``), said in one
+    line on stderr (stdout stays the app's own), or one error line when it is not there yet."""
+    if path is not None and str(path) != "":
+        return str(path)
+    name = DEFAULT_PRETRAINED
+    if name not in pretrained_names():
+        raise UserError(f"no ckpt_path given, and the default bundled model {name!r} is not in {pretrained_dir()} "
+                        "(make pretrained makes it); pass ckpt_path=PATH to a .ckpt file or a training run folder")
+    card = pretrained_dir() / f"{name}.md"
+    print(f"no ckpt_path given: using the bundled model {PRETRAINED}{name} (its card: {card})", file=sys.stderr)
+    return PRETRAINED + name
+
 
 def resolve_checkpoint(path: str | Path | None) -> Path:
-    """A ``.ckpt`` file, or a training run folder -> its best checkpoint (else ``last.ckpt``)."""
+    """A ``.ckpt`` file, ``pretrained:NAME`` (a bundled model), or a training run folder -> its best
+    checkpoint (else ``last.ckpt``)."""
     if path is None or str(path) == "":
-        raise UserError("pass ckpt_path=PATH (a .ckpt file or a training run folder)")
+        raise UserError("pass ckpt_path=PATH (a .ckpt file, a training run folder or pretrained:NAME)")
+    if str(path).startswith(PRETRAINED):
+        return pretrained_path(str(path)[len(PRETRAINED):])
     p = Path(path).expanduser()
     if p.is_file():
         return p

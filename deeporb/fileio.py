@@ -252,3 +252,30 @@ def claim_folder(folder: str | Path, kind: str, setting: str = "out_dir") -> Pat
     except OSError as e:
         raise UserError(f"cannot write {setting}={str(folder)!r}: {e.strerror or e}; pass a writable {setting}=PATH") from None
     return folder
+
+
+def find_files(folder: Path, suffixes, unreadable: list[tuple[Path, str]] | None = None,
+               hidden: bool = True) -> list[Path]:
+    """Files under ``folder`` whose suffix (any case) is one of ``suffixes``, sorted for a
+    stable order; ``hidden=False`` leaves out names starting with a dot, folders too.
+
+    A subfolder that cannot be listed is never skipped in silence (as ``Path.rglob`` would):
+    it is added to ``unreadable`` as (path, reason) when a list is given, else its
+    :class:`OSError` is raised; ``folder`` itself unreadable always raises.
+    """
+    folder = Path(folder)
+
+    def cannot_list(error: OSError) -> None:
+        if unreadable is None or Path(error.filename) == folder:
+            raise error
+        unreadable.append((Path(error.filename), error.strerror or str(error)))
+
+    found = []
+    for root, dirs, names in os.walk(folder, onerror=cannot_list):
+        if not hidden:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += (Path(root, n) for n in names if os.path.splitext(n)[1].lower() in suffixes
+                  and (hidden or not n.startswith(".")))
+    if unreadable:
+        unreadable.sort()  # walk order is the file system's: sort for a stable manifest
+    return sorted(p for p in found if p.is_file())

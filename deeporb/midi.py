@@ -7,13 +7,12 @@ ticks-per-quarter: ``onset = tick / tpq``. Nothing here knows about words or tor
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from deeporb.fileio import atomic_write_bytes
+from deeporb.fileio import atomic_write_bytes, find_files
 
 MIDI_SUFFIXES = (".mid", ".midi")
 
@@ -42,25 +41,9 @@ class Piece:
 
 
 def find_midi_files(folder: Path, unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
-    """All .mid/.midi files under ``folder`` (any case), sorted for a stable order.
-
-    A subfolder that cannot be listed is never skipped in silence (as ``Path.rglob`` would):
-    it is added to ``unreadable`` as (path, reason) when a list is given, else its
-    :class:`OSError` is raised; ``folder`` itself unreadable always raises.
-    """
-    folder = Path(folder)
-
-    def cannot_list(error: OSError) -> None:
-        if unreadable is None or Path(error.filename) == folder:
-            raise error
-        unreadable.append((Path(error.filename), error.strerror or str(error)))
-
-    found = []
-    for root, _, names in os.walk(folder, onerror=cannot_list):
-        found += (Path(root, n) for n in names if os.path.splitext(n)[1].lower() in MIDI_SUFFIXES)
-    if unreadable:
-        unreadable.sort()  # walk order is the file system's: sort for a stable manifest
-    return sorted(p for p in found if p.is_file())
+    """All .mid/.midi files under ``folder`` (any case), sorted for a stable order; unreadable
+    subfolders as :func:`deeporb.fileio.find_files` says."""
+    return find_files(folder, MIDI_SUFFIXES, unreadable)
 
 
 def read_midi(path: str | Path) -> Piece:

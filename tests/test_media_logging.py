@@ -110,6 +110,7 @@ def test_csv_holds_the_sample_statistics_means(logged_run):
     rows = [r for r in csv.DictReader(open(out / "csv" / "metrics.csv")) if r.get("samples/notes")]
     assert len(rows) == 1 and rows[0]["step"] == "3"
     assert float(rows[0]["samples/notes"]) > 0 and 0 <= float(rows[0]["samples/scale_consistency"]) <= 1
+    assert 0 <= float(rows[0]["samples/form/repeat_rate"]) <= 1 and float(rows[0]["samples/form/mean_bars"]) > 0
 
 
 def test_debug_configs_turn_the_callback_off():

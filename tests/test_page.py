@@ -55,6 +55,12 @@ def test_sample_writes_a_page_linking_every_file_relatively(folder):
     for name in ("pitch_class_entropy", "cross_part_consonance", "key_consistency"):
         assert f"<th>{name.replace('_', ' ')}</th>" in text
     assert "acoustic_bass (" in text and "seed" in text
+    # the form table, and the same figures in samples.json: per sample and for the set
+    assert text.count("<caption>form</caption>") == 2 and "<th>repeat rate part</th>" in text
+    summary = json.loads((folder / "samples.json").read_text())
+    assert {"repeat_rate", "repeat_distances", "key_consistency_sections", "tonic_ending"} <= set(
+        summary["samples"][0]["form"])
+    assert summary["form"]["form/pieces"] == 2 and "form/repeat_distance_part_4" in summary["form"]
 
 
 def test_the_page_renders_in_headless_chromium_from_disk(folder, tmp_path):

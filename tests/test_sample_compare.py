@@ -36,6 +36,10 @@ def test_sample_compare_prints_and_writes_the_comparison(tmp_path, chorale_sessi
     rows = {r["feature"]: r for r in report["rows"]}
     assert 0 <= rows["pitch_class_histogram"]["overlap"] <= 1 and rows["pitch_class_histogram"]["kl"] >= 0
     assert 0 < report["summary"]["histogram"] <= 1
+    # form: the samples beside the whole held-out pieces (longer than the 4-bar samples)
+    assert "form/length_overlap" in sample.stdout and 0 <= report["form"]["length_overlap"] <= 1
+    assert 1 <= report["form"]["samples"]["form/pieces"] <= 3
+    assert report["form"]["reference"]["form/mean_bars"] > 4 >= report["form"]["samples"]["form/mean_bars"]
     # the reference really is the test split of the training session
     test_pieces = [s for s in json.loads((chorale_sessions_dir / "chorales" / "manifest.json").read_text())["pieces"]
                    if split_of(s["source"], 0.3, 0.2) == "test"]

@@ -4,6 +4,7 @@ every error a client can cause, 32 requests at once in batches, files served onl
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -468,11 +469,14 @@ def test_the_hydra_app_prints_its_url_and_serves(checkpoint, tmp_path):
         proc.wait(20)
 
 
-def test_the_hydra_app_without_a_checkpoint_is_one_error_line(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "serve.py"), f"out_dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=120)
+def test_the_hydra_app_without_a_checkpoint_or_a_bundled_model_is_one_error_line(tmp_path):
+    env = dict(os.environ, DEEPORB_PRETRAINED_DIR=str(tmp_path / "none"))  # no bundled model to default to
+    proc = subprocess.run([sys.executable, str(ROOT / "serve.py"), f"out_dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["error: pass ckpt_path=PATH (a .ckpt file or a training run folder)"]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("error: no ckpt_path given, and the default bundled model 'bach_chorales' is not in ")
+    assert line.endswith("(make pretrained makes it); pass ckpt_path=PATH to a .ckpt file or a training run folder")
 
 
 # ---------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@
 session facts, each with its parts; :func:`compare_samples` cuts them to the samples' length
 and compares the two sets through :func:`deeporb.evaluation.music_stats.compare_sets`
 (per-piece statistics, and the cross-part ones of
-:mod:`deeporb.evaluation.cross_part` where pieces have two pitched parts or more). This is
-what ``sample.py compare=true`` prints.
+:mod:`deeporb.evaluation.cross_part` where pieces have two pitched parts or more);
+:func:`compare_form_samples` sets the samples' form (:mod:`deeporb.evaluation.form`) beside
+the whole held-out pieces. This is what ``sample.py compare=true`` prints.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import numpy as np
 from deeporb.checkpoints import facts as facts_of
 from deeporb.data.facts import SessionFacts
 from deeporb.data.split import SPLITS, split_pieces
-from deeporb.encoding.words import quantize
+from deeporb.encoding.words import Meter, quantize
 from deeporb.errors import UserError
 from deeporb.evaluation.columns import NOTE_COLUMNS
+from deeporb.evaluation.form import compare_form
 from deeporb.evaluation.likelihood import sessions_dir_of
 from deeporb.evaluation.music_stats import compare_sets
 from deeporb.session_store import load_note_file
@@ -51,8 +53,9 @@ def reference_pieces(
     ``parts`` (note columns with ``instrument`` and ``is_drum``), and their concatenation is
     the piece's own columns; notes are quantized exactly as the words keep them, so real
     pieces and samples meet on the same grid. Each piece also carries ``piece`` (its id, what
-    :func:`deeporb.data.split.split_of` hashes), ``session``, ``instruments`` and ``tracks``
-    (how many parts). Sorted by (session, piece).
+    :func:`deeporb.data.split.split_of` hashes), ``session``, ``instruments``, ``tracks``
+    (how many parts) and ``bar_lines`` (its bar starts in quarters, from its own meter).
+    Sorted by (session, piece).
     """
     facts = _split_facts(session)
     if split not in SPLITS:
@@ -70,9 +73,10 @@ def reference_pieces(
             )
         found = split_pieces(session_dir, split, facts.val_fraction, facts.test_fraction, facts.instruments_filter)
         for piece_id in sorted(found):
-            parts = []
+            parts, meter = [], []
             for path in found[piece_id]:
                 record = load_note_file(path)
+                meter = meter or record.get("meter") or []
                 key = record.get("instrument", path.parent.name)
                 if (record.get("is_drum") and not drums) or (wanted is not None and key not in wanted):
                     continue
@@ -82,7 +86,9 @@ def reference_pieces(
             if not parts:
                 continue
             piece = {c: np.concatenate([p[c] for p in parts]) for c in NOTE_COLUMNS}
-            piece.update(parts=parts, piece=piece_id, session=name,
+            end = int(np.rint(piece["onset"].max(initial=0.0) * config.resolution))
+            lines = Meter.from_changes([tuple(c) for c in meter], config).bar_lines(end, config)[0]
+            piece.update(parts=parts, piece=piece_id, session=name, bar_lines=lines / config.resolution,
                          instruments=sorted({p["instrument"] for p in parts}), tracks=len(parts))
             pieces.append(piece)
     return pieces
@@ -143,18 +149,18 @@ def _as_piece(sample: Any) -> tuple[dict, list[str] | None, float | None]:
     Accepts a mapping of note columns (or ``{"notes": columns}``, or a piece with ``parts``),
     a ``SampleResult`` (its ``tracks``, each a part; drums left out) or a list of ``Track``.
     """
-    length = None
+    length = bar = None
     if isinstance(sample, Mapping):
         if "onset" not in sample and "notes" in sample:
             sample = sample["notes"]
         piece = {c: np.asarray(sample[c]) for c in NOTE_COLUMNS if c in sample}
-        if "parts" in sample:
-            piece["parts"] = sample["parts"]
+        piece |= {k: sample[k] for k in ("parts", "bar_lines") if k in sample}
         return piece, None, None
     tracks = getattr(sample, "tracks", sample)
     if hasattr(sample, "bars") and hasattr(sample, "time_signature"):
         n, d = (int(x) for x in str(sample.time_signature).split("/"))
-        length = sample.bars * 4 * n / d
+        bar = 4 * n / d
+        length = sample.bars * bar
     tracks = [t for t in tracks if not getattr(t, "is_drum", False)]
     parts = [{**{c: np.asarray(t.notes[c]) for c in ("onset", "duration", "pitch")}, "instrument": t.name}
              for t in tracks]
@@ -163,7 +169,28 @@ def _as_piece(sample: Any) -> tuple[dict, list[str] | None, float | None]:
         for c in ("onset", "duration", "pitch")
     }
     piece["parts"] = parts
+    if bar is not None:  # a sample is in one meter: the bar grid of its form figures
+        piece["bar_lines"] = np.array([0.0, bar])
     return piece, sorted({t.name for t in tracks}), length
+
+
+def _samples_and_reference(samples, session, split, instruments, sessions_dir):
+    """(facts, the samples as :func:`_as_piece` reads them, the whole held-out pieces): the
+    reference limited to the instruments the samples name, else to ``instruments``."""
+    if not samples:
+        raise UserError("no samples to compare")
+    facts = _split_facts(session)
+    converted = [_as_piece(s) for s in samples]
+    if instruments is None:
+        named = {k for c in converted if c[1] for k in c[1]}
+        instruments = sorted(named) if named else None
+    reference = reference_pieces(facts, split, instruments, sessions_dir)
+    if not reference:
+        raise UserError(
+            f"the {split} split of {', '.join(facts.names)} holds no pieces"
+            + (f" with {', '.join(instruments)}" if instruments else "")
+        )
+    return facts, converted, reference
 
 
 def compare_samples(
@@ -190,21 +217,9 @@ def compare_samples(
       length while samples have a fixed number of bars;
     * bars are the session's commonest time signature, the grid its encoding resolution.
     """
-    if not samples:
-        raise UserError("no samples to compare")
-    facts = _split_facts(session)
-    converted = [_as_piece(s) for s in samples]
+    facts, converted, reference = _samples_and_reference(samples, session, split, instruments, sessions_dir)
     pieces = [c[0] for c in converted]
-    if instruments is None:
-        named = {k for c in converted if c[1] for k in c[1]}
-        instruments = sorted(named) if named else None
     bar = beats_per_bar(facts)
-    reference = reference_pieces(facts, split, instruments, sessions_dir)
-    if not reference:
-        raise UserError(
-            f"the {split} split of {', '.join(facts.names)} holds no pieces"
-            + (f" with {', '.join(instruments)}" if instruments else "")
-        )
     if match_length:
         lengths = [
             c[2] if c[2] else float((np.asarray(p["onset"]) + np.asarray(p["duration"])).max(initial=0.0))
@@ -223,3 +238,19 @@ def overlap_summary(rows: Sequence[Mapping]) -> dict[str, float]:
         values = [r["overlap"] for r in rows if r["kind"] == kind and not math.isnan(r["overlap"])]
         out[kind] = float(np.mean(values)) if values else math.nan
     return out
+
+
+def compare_form_samples(
+    samples: Sequence[Any],
+    session: Session,
+    split: str = "test",
+    instruments: Iterable[str] | None = None,
+    sessions_dir: str | Path | None = None,
+) -> dict:
+    """The form of the samples beside the *whole* held-out pieces of ``split``
+    (:func:`deeporb.evaluation.form.compare_form`): never excerpts, since length, endings and
+    bars 49-64 are figures of whole pieces. Arguments as :func:`compare_samples`; each piece
+    is read on its own bar grid (a sample's meter, a real piece's own), on the encoding's grid."""
+    facts, converted, reference = _samples_and_reference(samples, session, split, instruments, sessions_dir)
+    return compare_form([c[0] for c in converted], reference, beats_per_bar=beats_per_bar(facts),
+                        resolution=facts.encoding.resolution)

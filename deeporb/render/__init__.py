@@ -1,2 +1,3 @@
 """What a person judges generated music by: its piano roll (:mod:`.roll`), its sound
-(:mod:`.audio`) and the page of a sample folder that shows both (:mod:`.page`)."""
+(:mod:`.audio`), its score for notation programs (:mod:`.musicxml`) and the page of a sample
+folder that shows them (:mod:`.page`)."""

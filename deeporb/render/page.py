@@ -3,7 +3,8 @@
 One self-contained HTML file (no script, no server, no network): each sample's piano roll,
 an audio player, its MIDI link, and a table of its facts and music statistics (the
 per-piece scalars of :mod:`deeporb.evaluation.music_stats` and, for two pitched parts or
-more, the cross-part ones of :mod:`deeporb.evaluation.cross_part`). Every link is relative,
+more, the cross-part ones of :mod:`deeporb.evaluation.cross_part`), and a table of its form
+(:mod:`deeporb.evaluation.form`: repeats, key, ending). Every link is relative,
 so the page opens from disk (double-click) and still works after the folder is moved or
 copied. :func:`sample_statistics` is also what the training callback logs.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from urllib.parse import quote
 import numpy as np
 
 from deeporb.evaluation.cross_part import cross_part_features
+from deeporb.evaluation.form import form_piece, piece_form
 from deeporb.evaluation.music_stats import SCALAR_FEATURES, piece_features
 from deeporb.fileio import atomic_write_bytes
 
@@ -56,6 +59,21 @@ def sample_statistics(tracks: Sequence[Any], beats: float = 4.0) -> dict[str, fl
     feats = piece_features(stream, beats_per_bar=beats)
     out = {name: float(feats[name]) for name in SCALAR_FEATURES}
     return out | cross_part_features({"parts": parts}, beats_per_bar=beats)
+
+
+def form_rows(result: Any) -> dict[str, Any]:
+    """One sample's form figures as the page shows them: the result's own (``form``, computed
+    on the model's grid by sample.py), else computed here from its tracks and meter."""
+    f = getattr(result, "form", None) or piece_form(form_piece(result.tracks, beats_per_bar(result.time_signature)))
+    back = Counter(f["repeat_distances"])
+    return {
+        "repeat_rate": f["repeat_rate"],
+        "repeat_rate_part": f["repeat_rate_part"],
+        "repeats_back": ", ".join(f"{d} bars x{n}" for d, n in sorted(back.items())) or "none",
+        "key": f["key"] or math.nan,
+        "key_consistency_per_16_bars": ", ".join(f"{v:.3f}" for v in f["key_consistency_sections"]) or math.nan,
+        "tonic_ending": {1.0: "yes", 0.0: "no"}.get(f["tonic_ending"], math.nan),
+    }
 
 
 def _link(path: Path | None, folder: Path) -> str | None:
@@ -97,21 +115,25 @@ def sample_section(result: Any, folder: Path) -> str:
         "seconds": float(result.seconds),
     }
     stats = sample_statistics(result.tracks, beats_per_bar(result.time_signature))
+    xml = getattr(result, "musicxml", None)  # render.musicxml=true: the score beside the MIDI
+    score = f' &middot; <a href="{_link(xml, folder)}" download>{html.escape(xml.name)}</a> (MusicXML)' if xml else ""
     return (f'<section id="{name}">\n<h2>{name}</h2>\n{roll}\n{audio}\n'
-            f'<p><a href="{midi}" download>{name}</a> (MIDI)</p>\n'
-            f"<table>\n{_rows(facts)}\n{_rows(stats)}\n</table>\n</section>")
+            f'<p><a href="{midi}" download>{name}</a> (MIDI){score}</p>\n'
+            f"<table>\n{_rows(facts)}\n{_rows(stats)}\n</table>\n"
+            f'<table class="form">\n<caption>form</caption>\n{_rows(form_rows(result))}\n</table>\n</section>')
 
 
-def write_page(folder: str | Path, results: Sequence[Any], facts: Mapping[str, Any]) -> Path:
+def write_page(folder: str | Path, results: Sequence[Any], facts: Mapping[str, Any], title: str | None = None) -> Path:
     """Write ``folder/index.html`` for the samples written there; return its path.
 
-    ``facts``: what the header tells (checkpoint, seed, instruments, ...), shown as given.
+    ``facts``: what the header tells (checkpoint, seed, instruments, ...), shown as given; ``title``:
+    the heading (which model made them, say), else "DeepOrb samples: FOLDER".
     """
     folder = Path(folder)
     header = "".join(f"<p><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</p>\n"
                      for k, v in facts.items() if v not in (None, "", []))
     body = "\n".join(sample_section(r, folder) for r in results)
-    title = f"DeepOrb samples: {folder.name}"
+    title = title or f"DeepOrb samples: {folder.name}"
     text = (f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
             f"<header>\n<h1>{html.escape(title)}</h1>\n{header}</header>\n{body}\n</body>\n</html>\n")

@@ -5,6 +5,9 @@ handlers (so a slow client or a queued request holds no thread) and a thread poo
 little blocking work a handler does (reading a primer). The model runs on one worker thread
 (:mod:`deeporb.serve.batcher`); handlers only await its futures.
 
+Beside its own API it answers the original DeepOrb service's ``GET /generate/midi`` and
+``GET /generate/wav``: a new piece by the same path, its file as the body.
+
 Every error a client can cause is a 4xx (503 when the queue is full) with the body
 ``{"error": "one clear line"}``; an unexpected failure is a 500 with the same shape.
 
@@ -38,7 +41,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from deeporb.checkpoints import load_generator
+from deeporb.checkpoints import checkpoint_or_default, load_generator
 from deeporb.errors import UserError
 from deeporb.render.audio import check_audio, check_render_length
 from deeporb.serve.batcher import Batcher, QueueFull
@@ -60,7 +63,7 @@ class ServeConfig:
     (:class:`deeporb.generation.compose.Settings`), so the page and ``sample.py`` agree.
     """
 
-    ckpt_path: str | None = None  # a .ckpt file, or a training run folder
+    ckpt_path: str | None = None  # a .ckpt file, a training run folder, or pretrained:NAME; None: pretrained:bach_chorales
     host: str = "127.0.0.1"  # 0.0.0.0 to be reachable from other machines (no authentication: see README)
     allowed_hosts: list[str] | None = None  # Host header names answered; None: loopback names, plus the bind
     #   host's own names when bound beyond loopback; ["*"]: any (DNS rebinding then reaches the server)
@@ -240,6 +243,14 @@ def create_app(cfg: ServeConfig, model, store: PieceStore | None = None) -> Fast
         return {"waiting": batcher.waiting, "batches": len(runs), "requests": sum(runs),
                 "largest_batch": max(runs, default=0), "pieces": len(store)}
 
+    async def composed(plan):
+        """The piece of a plan, generated in a batch with whatever else is queued."""
+        try:
+            future = batcher.submit(composer.job(plan))
+        except QueueFull as e:
+            raise RequestError(f"the server is busy ({e}); retry in a moment", 503) from None
+        return await asyncio.wrap_future(future)
+
     @app.post("/api/generate")
     async def generate(request: Request):
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -265,17 +276,14 @@ def create_app(cfg: ServeConfig, model, store: PieceStore | None = None) -> Fast
                 path = Path(tmp) / "primer.mid"
                 path.write_bytes(data)
                 plan = await run_in_threadpool(composer.plan, settings, path, name)
-        try:
-            future = batcher.submit(composer.job(plan))
-        except QueueFull as e:
-            raise RequestError(f"the server is busy ({e}); retry in a moment", 503) from None
-        piece = await asyncio.wrap_future(future)
+        piece = await composed(plan)
         base, made = f"/api/pieces/{piece.id}", piece.composition
         return {
             "id": piece.id,
             "midi_url": f"{base}.mid",
             "png_url": f"{base}.png",
             "wav_url": f"{base}.wav",
+            "musicxml_url": f"{base}.musicxml",  # the score, for notation programs
             "seconds": made.seconds,
             "notes": piece.notes,
             "instruments": made.instruments,
@@ -293,13 +301,38 @@ def create_app(cfg: ServeConfig, model, store: PieceStore | None = None) -> Fast
     async def piece_file(name: str):
         piece_id, _, ext = name.partition(".")
         if ext not in KINDS:
-            raise RequestError(f"no such file: {name} (a piece has .mid, .png and .wav)", 404)
+            raise RequestError(f"no such file: {name} (a piece has .mid, .png, .wav and .musicxml)", 404)
         path = await composer.file(piece_id, ext)
         if path is None:
             raise RequestError(f"no piece {piece_id!r} here (unknown, or pruned: the server keeps the newest "
                                f"{cfg.keep_pieces} pieces, {cfg.max_pieces_bytes:,} bytes)", 404)
         filename = f"deeporb-{piece_id[:8]}.{ext}"
-        return FileResponse(path, media_type=KINDS[ext], filename=filename if ext == "mid" else None)
+        return FileResponse(path, media_type=KINDS[ext], filename=filename if ext in ("mid", "musicxml") else None)
+
+    async def original_route(request: Request, ext: str) -> FileResponse:
+        """``GET /generate/midi`` and ``GET /generate/wav``, the original DeepOrb service's routes: a
+        new piece with the defaults of ``POST /api/generate``, answered as the file itself (an
+        attachment, as the original sent it). Its query may carry that route's fields (the original
+        took none); the piece's id and seed come back as ``X-DeepOrb-Piece`` / ``X-DeepOrb-Seed``."""
+        query = request.query_params
+        if "primer" in query:
+            raise RequestError("primer is an upload: POST it to /api/generate as multipart/form-data")
+        sent = {k: query.getlist(k) if k == "instruments" else query[k] for k in query}
+        plan = await run_in_threadpool(composer.plan, read_fields(sent, vocab, limits), None)
+        piece = await composed(plan)
+        path = await composer.file(piece.id, ext)
+        if path is None:
+            raise RequestError("the piece was pruned before its file was drawn (a busy server); retry", 503)
+        return FileResponse(path, media_type=KINDS[ext], filename=f"deeporb-{piece.id[:8]}.{ext}",
+                            headers={"x-deeporb-piece": piece.id, "x-deeporb-seed": str(piece.seed)})
+
+    @app.get("/generate/midi")
+    async def original_midi(request: Request):
+        return await original_route(request, "mid")
+
+    @app.get("/generate/wav")
+    async def original_wav(request: Request):
+        return await original_route(request, "wav")
 
     return app
 
@@ -344,7 +377,7 @@ def run(cfg: ServeConfig) -> None:
     check_audio(cfg.render.synth, cfg.render.soundfont, cfg.render.fluidsynth)  # fail before loading
     check_limits(cfg)
     store = open_store(cfg)
-    model = load_generator(cfg.ckpt_path, cfg.device)
+    model = load_generator(checkpoint_or_default(cfg.ckpt_path), cfg.device)  # none given: the bundled model
     app = create_app(cfg, model, store)
     sock = bind(cfg.host, cfg.port)
     warning = no_authentication_warning(cfg)

@@ -25,8 +25,10 @@ from pathlib import Path
 
 from deeporb.errors import UserError
 from deeporb.fileio import claim_folder
+from deeporb.render.musicxml import MEDIA_TYPE
 
-KINDS = {"mid": "audio/midi", "png": "image/png", "wav": "audio/wav"}
+# what a piece has: its MIDI (written before the answer), and what is drawn from it when first fetched
+KINDS = {"mid": "audio/midi", "png": "image/png", "wav": "audio/wav", "musicxml": MEDIA_TYPE}
 ID = re.compile(r"[A-Za-z0-9_-]{22}")
 _KIND = "|".join(KINDS)
 FILE = re.compile(rf"(?P<id>{ID.pattern})\.(?:{_KIND})")

@@ -8,9 +8,11 @@ plan of a batch, each drawing from its own generator seeded with its seed, so a 
 on its request alone, then :func:`~deeporb.generation.compose.finish` for each. The service adds
 batching and files, nothing else: a served piece is ``sample.py``'s for the same settings.
 
-Each piece's MIDI is written before its request is answered; the piano roll
-and the WAV are drawn when first fetched (:meth:`Composer.file`), so clients that want only
-MIDI never pay for them and the worker goes straight on to the next batch.
+Each piece's MIDI is written before its request is answered; the piano roll, the WAV and the
+MusicXML score are drawn when first fetched (:meth:`Composer.file`), so clients that want only
+MIDI never pay for them and the worker goes straight on to the next batch. The score is
+:mod:`deeporb.render.musicxml`'s, from the piece's tracks on the model's grid, as
+``sample.py render.musicxml=true`` writes it.
 
 The WAV is synthesized in a child process (:data:`WAV_CHILD`), never in the server's: the
 synthesizer holds the GIL and the whole WAV in memory while it runs, and a piece at MIDI's
@@ -39,6 +41,7 @@ from deeporb.generation.compose import Composition, Plan, Settings, finish, gene
 from deeporb.generation.prompts import bar_grid, load_primer
 from deeporb.midi import write_midi
 from deeporb.render.audio import check_render_length
+from deeporb.render.musicxml import write_musicxml
 from deeporb.render.roll import piano_roll
 from deeporb.serve.batcher import Job
 from deeporb.serve.fields import RequestError
@@ -84,6 +87,7 @@ class Composer:
         self.vocab, self.session = model.vocab, facts(model)
         self.pieces: dict[str, Piece] = {}  # kept pieces, for rendering on demand
         self._render_lock = threading.Lock()  # pyplot's state is global: one drawing at a time
+        self._score_lock = threading.Lock()  # music21 keeps global state too (and the GIL gains nothing)
         self._renders = asyncio.Semaphore(max_renders)
         self._drawing: dict[tuple[str, str], asyncio.Task] = {}  # the file each drawing in progress makes
 
@@ -157,6 +161,8 @@ class Composer:
             async with self._renders:
                 if kind == "png":
                     await asyncio.to_thread(self._roll, piece, draft)
+                elif kind == "musicxml":
+                    await asyncio.to_thread(self._score, piece, draft)
                 else:
                     await self._wav(piece.id, draft)
             draft.replace(path)  # drawn beside, then renamed: a reader never sees half a file
@@ -171,6 +177,15 @@ class Composer:
     def _roll(self, piece: Piece, draft: Path) -> None:
         with self._render_lock:
             piano_roll(piece.composition.tracks, draft, title=f"seed {piece.seed}", bar_lines=piece.bar_lines)
+
+    def _score(self, piece: Piece, draft: Path) -> None:
+        made, grid = piece.composition, self.vocab.config.resolution
+        try:
+            with self._score_lock:
+                write_musicxml(draft, made.tracks, made.tempos, made.meter.changes(self.vocab.config), grid,
+                               end=float(piece.bar_lines[-1]), title=f"deeporb-{piece.id[:8]}")
+        except UserError as e:  # a grid no note value writes: the checkpoint's, so every piece's
+            raise RequestError(str(e), 422) from None
 
     async def _wav(self, piece_id: str, draft: Path) -> None:
         """Synthesize the WAV in a child process (:data:`WAV_CHILD`), killed past ``render_timeout_s``."""

@@ -11,10 +11,14 @@ overwritten), and hands them to every logger of the run:
   link, instruments, every music statistic of each sample), and each sample's piano roll and
   audio under its own key, so the media panels step through the epochs;
 * TensorBoard: the piano rolls as images and the audio (mono, 22.05 kHz) as audio summaries;
-* all of them (CSV too): the statistics' means over the samples as scalars, ``samples/*``.
+* all of them (CSV too): the statistics' means over the samples as scalars, ``samples/*``, and
+  the set's form figures (:func:`deeporb.evaluation.form.summarize_form`), ``samples/form/*``.
 
 Only global rank 0 samples (the others go on to the next epoch and wait for it there).
 Its cost is measured by ``benchmarks/callback_cost.py`` (``docs/benchmarks.md``).
+
+:class:`TimeGuard` (``experiment=demo``'s ``callbacks.time_guard``) cuts a run counted in steps
+short on a slow machine, and says so in one line.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.trainer.states import TrainerFn
 
 from deeporb.errors import UserError
+from deeporb.evaluation.form import summarize_form
 from deeporb.generation.compose import Settings
 from deeporb.render.audio import read_wav, resample
 from deeporb.render.page import beats_per_bar, sample_statistics
@@ -76,6 +81,7 @@ class SampleLogger(pl.Callback):
         stats = [sample_statistics(r.tracks, beats_per_bar(r.time_signature)) for r in results]
         scalars = {f"samples/{k}": mean for k in stats[0] if math.isfinite(mean := _nanmean([s[k] for s in stats]))}
         scalars["samples/notes"] = float(np.mean([r.notes for r in results]))
+        scalars |= {f"samples/{k}": v for k, v in summarize_form([r.form for r in results]).items() if math.isfinite(v)}
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=trainer.global_step)
             kind = type(logger).__name__
@@ -138,3 +144,30 @@ def log_tensorboard(logger, results: list[SampleResult], step: int) -> None:
             mono = resample(audio.mean(0, keepdims=True), rate, LOG_RATE)
             writer.add_audio(f"{tag}/audio", mono, step, sample_rate=LOG_RATE)
     writer.flush()
+
+
+class TimeGuard(pl.Callback):
+    """Stop fitting after ``max_seconds`` of training and say so in one line: a run whose budget
+    is counted in steps (``trainer.max_steps``) still ends in time on a busy machine, and its
+    user learns that the model got fewer steps than the config asks. Lightning's own
+    ``trainer.max_time`` stops as quietly as a finished run (one log line, no steps)."""
+
+    def __init__(self, max_seconds: float) -> None:
+        self.max_seconds = float(max_seconds)
+        self.start: float | None = None
+        self.stopped_at: int | None = None  # the step training was cut at, when it was
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start, self.stopped_at = time.perf_counter(), None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
+        if self.start is not None and self.stopped_at is None and time.perf_counter() - self.start >= self.max_seconds:
+            trainer.should_stop = True
+            self.stopped_at = trainer.global_step
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.stopped_at is not None and trainer.is_global_zero:
+            planned = f" of {trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else ""
+            print(f"time guard: training stopped at step {self.stopped_at}{planned} after {self.max_seconds:g} s "
+                  "(the machine is busy or slow), so the model is less trained than its config asks; "
+                  "callbacks.time_guard=null trains every step", flush=True)

@@ -1,4 +1,5 @@
-"""The encode stage: MIDI files -> a session of note files, one file at a time.
+"""The encode stage: MIDI files (or the original DeepOrb's note files) -> a session of note
+files, one file at a time.
 
 Each file is read, checked and encoded in a worker, which writes its note files straight
 into the session's staging folder and hands back a small :class:`FileResult`; the manifest
@@ -34,6 +35,7 @@ from deeporb.errors import UserError
 from deeporb.fileio import staged_folder
 from deeporb.instruments import instrument_key, safe_key
 from deeporb.midi import MidiReadError, Piece, find_midi_files, read_midi
+from deeporb.original_notes import NoteFileError, find_note_files, read_note_file
 from deeporb.session_store import (
     CACHE_DIR,
     FORMAT_VERSION,
@@ -55,7 +57,9 @@ class EncodeConfig:
 
     midi_dir: folder scanned recursively for .mid/.midi files; or
     dataset: a built-in corpus (bach_chorales, nottingham, beethoven_quartets),
-        dataset_limit: its first N pieces (None: all).
+        dataset_limit: its first N pieces (None: all); or
+    original_dir: a session folder of the original DeepOrb (INSTRUMENT/*.json note files,
+        :mod:`deeporb.original_notes`); its instrument folders are the instruments.
     session: the session's name (default: the dataset name or the folder's name).
     style: the style label recorded in the manifest (default: the session name).
     instrument_key: ``program`` (GM name) or ``name`` (track name); None: program, or the
@@ -69,6 +73,7 @@ class EncodeConfig:
 
     midi_dir: str | None = None
     dataset: str | None = None
+    original_dir: str | None = None
     dataset_limit: int | None = None
     session: str | None = None
     style: str | None = None
@@ -162,15 +167,24 @@ def encode_tracks(piece: Piece, source: str, config: EncodingConfig, key_mode: s
     return records, stats
 
 
+def read_midi_file(path: Path) -> tuple[Piece, Counter]:
+    """:func:`read_midi` as a reader of :func:`encode_file`: nothing is skipped inside a MIDI file."""
+    return read_midi(path), Counter()
+
+
 def encode_file(source: str, root: Path, config: EncodingConfig, key_mode: str, staging: Path,
-                max_quarters: int = MAX_PIECE_QUARTERS) -> FileResult:
-    """Read, encode and write one file into the staging folder. Never raises for a bad file:
-    any failure reading or encoding it becomes its skip reason. Writing errors are the run's
-    (the output, not the file) and propagate."""
+                max_quarters: int = MAX_PIECE_QUARTERS,
+                read: Callable[[Path], tuple[Piece, Counter]] = read_midi_file) -> FileResult:
+    """Read (``read``: a piece and the counts of what reading it skipped), encode and write one
+    file into the staging folder. Never raises for a bad file: any failure reading or encoding
+    it becomes its skip reason. Writing errors are the run's (the output, not the file) and
+    propagate."""
     result = FileResult(source)
     try:
-        records, result.stats = encode_tracks(read_midi(root / source), source, config, key_mode, max_quarters)
-    except (MidiReadError, SkipFile) as e:
+        piece, read_stats = read(root / source)
+        records, result.stats = encode_tracks(piece, source, config, key_mode, max_quarters)
+        result.stats.update(read_stats)
+    except (MidiReadError, NoteFileError, SkipFile) as e:
         result.skip_reason = str(e)
         return result
     except Exception as e:  # symusic and numpy can fail in any way on hostile input
@@ -191,8 +205,9 @@ def encode_file(source: str, root: Path, config: EncodingConfig, key_mode: str, 
 def resolve_input(cfg: EncodeConfig) -> tuple[Path, dict, str | None]:
     """-> (folder of MIDI files, source description, the dataset's instrument-key mode).
     A dataset's folder is where :func:`export_input` will export it; nothing is written yet."""
-    if bool(cfg.midi_dir) == bool(cfg.dataset):
-        raise UserError("give exactly one of midi_dir=DIR or dataset=NAME")
+    if sum(bool(x) for x in (cfg.midi_dir, cfg.dataset, cfg.original_dir)) != 1:
+        raise UserError("give exactly one of midi_dir=DIR, dataset=NAME or original_dir=DIR "
+                        "(a session folder of the original DeepOrb's note files)")
     if cfg.dataset:
         from deeporb.builtin_corpora.specs import DATASETS
 
@@ -201,6 +216,14 @@ def resolve_input(cfg: EncodeConfig) -> tuple[Path, dict, str | None]:
         folder = Path(cfg.datasets_dir).expanduser() / DATASETS[cfg.dataset].name
         source = {"dataset": cfg.dataset, "limit": cfg.dataset_limit}
         return folder, source, DATASETS[cfg.dataset].instrument_key
+    if cfg.original_dir:
+        folder = Path(cfg.original_dir).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"original_dir {str(folder)!r} is not a folder; pass original_dir=PATH to a session "
+                            "folder of the original DeepOrb (INSTRUMENT/*.json note files)")
+        if cfg.instrument_key:
+            raise UserError("original_dir takes its instruments from its instrument folders; leave instrument_key out")
+        return folder, {"original_dir": str(cfg.original_dir)}, None
     folder = Path(cfg.midi_dir).expanduser()
     if not folder.is_dir():
         raise UserError(f"midi_dir {str(folder)!r} is not a folder; pass midi_dir=PATH to a folder of .mid files")
@@ -230,12 +253,13 @@ def check_session_dir(session_dir: Path, folder: Path, input_setting: str) -> No
         )
 
 
-def list_input(folder: Path, input_setting: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """-> (the MIDI files under ``folder``, the subfolders that cannot be read and why), as
-    paths relative to it. ``folder`` itself unreadable is a one-line error."""
+def list_input(folder: Path, input_setting: str, original: bool = False) -> tuple[list[str], list[tuple[str, str]]]:
+    """-> (the MIDI files under ``folder``, or the original's note files, the subfolders that
+    cannot be read and why), as paths relative to it. ``folder`` itself unreadable is a
+    one-line error."""
     unreadable: list[tuple[Path, str]] = []
     try:
-        found = find_midi_files(folder, unreadable)
+        found = (find_note_files if original else find_midi_files)(folder, unreadable)
     except OSError as e:
         raise UserError(
             f"cannot read {input_setting} {str(folder)!r}: {e.strerror or e}; "
@@ -245,12 +269,14 @@ def list_input(folder: Path, input_setting: str) -> tuple[list[str], list[tuple[
     skipped = [(p.relative_to(folder).as_posix(), f"cannot read folder: {why}") for p, why in unreadable]
     if not files:
         blocked = f" ({len(skipped)} folder(s) cannot be read, e.g. {skipped[0][0]!r})" if skipped else ""
-        raise UserError(f"no .mid or .midi files under {str(folder)!r}{blocked}")
+        what = "no .json note files" if original else "no .mid or .midi files"
+        raise UserError(f"{what} under {str(folder)!r}{blocked}")
     return files, skipped
 
 
 def encode_session(cfg: EncodeConfig | None = None, /, **settings) -> dict:
-    """Encode a MIDI folder or a built-in dataset into ``sessions_dir/session``.
+    """Encode a MIDI folder, a built-in dataset or the original's session folder into
+    ``sessions_dir/session``.
 
     ``settings`` override fields of ``cfg`` (``encoding`` may be a dict). Returns the
     manifest without its per-piece list (read the session's manifest.json for that).
@@ -270,21 +296,25 @@ def encode_session(cfg: EncodeConfig | None = None, /, **settings) -> dict:
     if cfg.style and not style:
         raise UserError(f"style {cfg.style!r} is empty after sanitizing; pass style=NAME with letters or digits")
     session_dir = Path(cfg.sessions_dir) / name
-    input_setting = "midi_dir" if cfg.midi_dir else "the dataset folder"
+    original = bool(cfg.original_dir)
+    input_setting = "midi_dir" if cfg.midi_dir else "original_dir" if original else "the dataset folder"
     check_session_dir(session_dir, folder, input_setting)
     if cfg.dataset:
         from deeporb.builtin_corpora.export import export_dataset
 
         export_dataset(cfg.dataset, cfg.datasets_dir, limit=cfg.dataset_limit, workers=workers, progress=True)
-    files, unreadable = list_input(folder, input_setting)
+    files, unreadable = list_input(folder, input_setting, original)
+    # the original's reader names each track by its instrument folder's key, so name mode keeps
+    # it; the session's mode stays "program", which keys a primer MIDI's tracks as those folders are
+    read, job_key_mode = (functools.partial(read_note_file, root=folder), "name") if original else (read_midi_file, key_mode)
 
     try:
         with staged_folder(session_dir, replaceable_session) as staging:
             manifest = ManifestBuilder(staging)
             for path, reason in unreadable:
                 manifest.add_skip(path, reason, Counter())
-            job = functools.partial(encode_file, root=folder, config=cfg.encoding, key_mode=key_mode, staging=staging,
-                                    max_quarters=cfg.max_piece_quarters)
+            job = functools.partial(encode_file, root=folder, config=cfg.encoding, key_mode=job_key_mode,
+                                    staging=staging, max_quarters=cfg.max_piece_quarters, read=read)
             with _progress(cfg.progress, len(files)) as advance, WorkerPool(workers, chunksize=_chunksize(len(files), workers)) as pool:
                 for r in pool.imap(job, files, on_result=advance):
                     if r.skip_reason:
@@ -352,5 +382,8 @@ def print_summary(manifest: dict, sessions_dir: str) -> None:
             skipped.add_row(s["file"], s["reason"])
         console.print(skipped)
     q = {k: v for k, v in manifest["quantization"].items() if v}
+    dropped = {k.removeprefix("notes_skipped_"): q.pop(k) for k in list(q) if k.startswith("notes_skipped_")}
+    if dropped:  # notes the original's note files hold unreadably (deeporb.original_notes)
+        console.print("notes skipped inside files: " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in dropped.items()))
     if q:
         console.print("adjusted on the grid: " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in q.items()))

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 from hydra.core.config_store import ConfigStore
 
-from deeporb.checkpoints import facts, load_generator
+from deeporb.checkpoints import checkpoint_or_default, facts, load_generator
 from deeporb.data.facts import SessionFacts
 from deeporb.encoding.words import pitch_word
-from deeporb.evaluation.compare import compare_samples, overlap_summary
+from deeporb.evaluation.compare import compare_form_samples, compare_samples, overlap_summary
+from deeporb.evaluation.form import form_piece, format_form, json_ready, piece_form, summarize_form
 from deeporb.evaluation.music_stats import format_comparison
 from deeporb.fileio import claim_folder
 from deeporb.generation.compose import (
@@ -42,6 +43,7 @@ from deeporb.render.audio import (
     check_render_length,
     render_wav,
 )
+from deeporb.render.musicxml import write_musicxml
 from deeporb.render.page import PAGE, write_page
 from deeporb.render.roll import piano_roll
 
@@ -62,6 +64,7 @@ class RenderConfig:
     max_seconds: float = MAX_SECONDS  # longest piece rendered (600 s: a 115 MB WAV); a longer one is refused
     #   before generating when the bars asked last longer at the tempo, else before writing
     page: bool = True  # index.html: every sample's piano roll, player, MIDI link and statistics
+    musicxml: bool = False  # sample_NNN.musicxml: the score (named parts, key, meter) for notation programs
 
 
 @dataclass
@@ -70,12 +73,14 @@ class SampleConfig(Settings):
     min_bars, temperature, top_k, top_p, seed, instruments, style, primer_bars, keep_primer,
     tempo, each with its default there) and what the stage adds around them."""
 
-    ckpt_path: str | None = None  # a .ckpt file, or a training run folder (its best checkpoint, else last.ckpt)
+    ckpt_path: str | None = None  # a .ckpt file, a training run folder (its best checkpoint, else last.ckpt), or
+    #   pretrained:NAME (a bundled model); None: sample.py uses pretrained:bach_chorales and says so
     num_samples: int = 4  # samples generated together in one batch (at most 1024, and num_samples x bars 16384)
     primer: str | None = None  # a MIDI file whose first bars (primer_bars) start each piece
     compare: bool = False  # music statistics of the samples vs the checkpoint's held-out test pieces
     device: str = "cpu"  # or cuda
     out_dir: str = "outputs/sample/${now:%Y-%m-%d}/${now:%H-%M-%S}"
+    title: str | None = None  # the page's heading (e.g. which model made the pieces); None: "DeepOrb samples: FOLDER"
     render: RenderConfig = field(default_factory=RenderConfig)
 
 
@@ -101,6 +106,8 @@ class SampleResult:
     played: list[str] = field(default_factory=list)  # the parts holding at least one note
     png: Path | None = None
     wav: Path | None = None
+    musicxml: Path | None = None
+    form: dict = field(repr=False, default_factory=dict)  # deeporb.evaluation.form.piece_form figures
 
 
 def settings_of(cfg: SampleConfig) -> Settings:
@@ -155,13 +162,18 @@ def sample(cfg: SampleConfig, model: LSTMGenerator | None = None) -> list[Sample
             style=piece.style,
             played=piece.played,
         )
+        lines, _ = bar_grid(piece.meter, piece.bars, vocab.config)
+        res.form = piece_form(form_piece(tracks, bar_lines=lines / vocab.config.resolution),
+                              resolution=vocab.config.resolution)
         if render.piano_roll:
-            lines, _ = bar_grid(piece.meter, piece.bars, vocab.config)
             res.png = piano_roll(tracks, midi.with_suffix(".png"), title=f"{midi.name} (seed {seed})",
                                  bar_lines=lines / vocab.config.resolution)
         if render.audio:
             res.wav = render_wav(midi, midi.with_suffix(".wav"), render.synth, render.soundfont,
                                  render.fluidsynth, render.sample_rate, max_seconds=render.max_seconds)
+        if render.musicxml:
+            res.musicxml = write_musicxml(midi.with_suffix(".musicxml"), tracks, piece.tempos, ts,
+                                          vocab.config.resolution, end=lines[-1] / vocab.config.resolution)
         results.append(res)
     summary = {
         "checkpoint": str(getattr(model, "checkpoint_path", cfg.ckpt_path)),
@@ -179,15 +191,16 @@ def sample(cfg: SampleConfig, model: LSTMGenerator | None = None) -> list[Sample
         "samples": [
             {"midi": r.midi.name, "notes": r.notes, "bars": r.bars, "seconds": r.seconds,
              "pitch_range": r.pitch_range, "qpm": r.qpm, "time_signature": r.time_signature,
-             "style": r.style, "instruments": r.instruments, "played": r.played}
+             "style": r.style, "instruments": r.instruments, "played": r.played, "form": json_ready(r.form)}
             for r in results
         ],
+        "form": json_ready(summarize_form([r.form for r in results])),  # the set's form/* figures
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "samples.json").write_text(json.dumps(summary, indent=1) + "\n")
     if render.page:
         write_page(out_dir, results, {k: summary[k] for k in (
-            "checkpoint", "view", "seed", "instruments", "primer", "primer_bars", "warning")})
+            "checkpoint", "view", "seed", "instruments", "primer", "primer_bars", "warning")}, title=cfg.title)
     return results
 
 
@@ -211,7 +224,7 @@ def print_summary(results: list[SampleResult], out_dir: str | Path) -> None:
 
 def compare_with_test_split(results: list[SampleResult], session: SessionFacts, out_dir: str | Path) -> list[dict]:
     """``compare=true``: music statistics of the samples against the checkpoint's held-out
-    test pieces. Prints the table, writes ``comparison.json`` and logs to wandb when a run
+    test pieces, and their form beside the whole test pieces. Prints the tables, writes ``comparison.json`` and logs to wandb when a run
     is live (e.g. sampling from a notebook that started one)."""
     rows = compare_samples(results, session)
     plain = [{k: v for k, v in r.items() if not k.endswith("_hist")} for r in rows]
@@ -219,17 +232,23 @@ def compare_with_test_split(results: list[SampleResult], session: SessionFacts, 
     print(f"samples vs held-out test pieces (mean overlap: histograms {summary['histogram']:.3f}, "
           f"scalars {summary['scalar']:.3f})")
     print(format_comparison(rows))
+    form = compare_form_samples(results, session)  # beside the whole held-out pieces, not excerpts
+    print(f"form: samples vs whole held-out test pieces\n{format_form(form)}")
     path = Path(out_dir) / "comparison.json"
-    path.write_text(json.dumps({"summary": summary, "rows": plain}, indent=1, default=float) + "\n")
+    path.write_text(json.dumps({"summary": summary, "rows": plain, "form": form}, indent=1, default=float) + "\n")
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         wandb.log({f"compare/{r['feature']}/{m}": r[m] for r in plain for m in ("overlap", "kl")}
-                  | {f"compare/mean_overlap_{k}": v for k, v in summary.items()})
+                  | {f"compare/mean_overlap_{k}": v for k, v in summary.items()}
+                  | {f"compare/{k}/{side}": v for side in ("samples", "reference") for k, v in form[side].items()}
+                  | {"compare/form/length_overlap": form["length_overlap"]})
     return rows
 
 
 def run(cfg: SampleConfig) -> list[SampleResult]:
-    """What ``python sample.py`` does: sample, print the table, compare when asked."""
+    """What ``python sample.py`` does: sample (from the default bundled model when no ``ckpt_path``
+    is given), print the table, compare when asked."""
+    cfg = replace(cfg, ckpt_path=checkpoint_or_default(cfg.ckpt_path))
     results = sample(cfg)
     print_summary(results, cfg.out_dir)
     if cfg.render.page:

@@ -1,0 +1,196 @@
+"""Bundled models: a tiny trained run exported as a compact file and a card, loaded back by
+``pretrained:NAME`` from a folder of our own (``$DEEPORB_PRETRAINED_DIR``), sampled from, and used
+when no ``ckpt_path`` is given; the demo's and the bundled models' configs count steps."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+import torch
+from hydra import compose, initialize_config_dir
+
+import deeporb.stages.train as train_stage
+from deeporb.checkpoints import (
+    PRETRAINED_DIR_ENV,
+    checkpoint_or_default,
+    load_generator,
+    pretrained_dir,
+    pretrained_names,
+    resolve_checkpoint,
+)
+from deeporb.errors import UserError
+from deeporb.pretrained.export import export
+from deeporb.stages.sample import RenderConfig, SampleConfig, run, sample
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "model.embed_dim=32", "model.hidden_size=32", "model.num_layers=1", "data.seq_len=32", "data.batch_size=8",
+    "logger=csv", "trainer.enable_progress_bar=false", "trainer.num_sanity_val_steps=0",
+    "++callbacks.rich_progress_bar=null", "++callbacks.model_summary=null", "++callbacks.samples=null",
+]
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def train(out: Path, sessions: Path, *overrides: str) -> Path:
+    train_stage.train(compose_train(f"paths.output_dir={out}", f"paths.sessions_dir={sessions}",
+                                    "data.session=chorales", *TINY, *overrides))
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(chorale_sessions_dir, tmp_path_factory):
+    """Six steps of a tiny model, exported as ``tiny`` into a folder of bundled models of our own."""
+    run_dir = train(tmp_path_factory.mktemp("run"), chorale_sessions_dir, "trainer.max_steps=6",
+                    "trainer.val_check_interval=3")
+    folder = tmp_path_factory.mktemp("pretrained")
+    done = export(run_dir, "tiny", folder, num_samples=2, bars=2, seed=0, log=lambda message: None)
+    return run_dir, done
+
+
+@pytest.fixture
+def bundled(exported, monkeypatch):
+    monkeypatch.setenv(PRETRAINED_DIR_ENV, str(exported[1].file.parent))
+    return exported
+
+
+def test_the_exported_file_is_float16_weights_and_facts_read_as_data_only(exported):
+    run_dir, done = exported
+    ckpt = torch.load(done.file, map_location="cpu", weights_only=True)
+    assert set(ckpt) == {"format", "state_dict", "hyper_parameters", "global_step", "pretrained"}  # no optimizer
+    floats = [v for v in ckpt["state_dict"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    assert {"vocab", "session", "hidden_size"} <= set(ckpt["hyper_parameters"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    full = Path(metrics["best_checkpoint"])
+    assert done.bytes == done.file.stat().st_size < full.stat().st_size / 2
+    record = ckpt["pretrained"]
+    assert record["test_bits_per_note"] == pytest.approx(metrics["test"]["test/bits_per_note"])
+    assert record["step"] == torch.load(full, weights_only=True)["global_step"]
+    assert record["steps_trained"] == 6
+
+
+def test_the_card_tells_data_steps_bits_and_the_samples_beside_real_music(exported):
+    _, done = exported
+    card = done.card.read_text()
+    assert card.startswith("# pretrained:tiny\n")
+    bits = done.record["test_bits_per_note"]
+    assert f"| test bits/note | **{bits:.3f}**" in card
+    assert "| data | chorales (" in card and "6 steps" in card and "float16" in card
+    rows = {r["feature"]: r for r in done.record["ensemble"]["all"]["rows"]}
+    shown = ["pitch_range", "cross_part_consonance"] if "cross_part_consonance" in rows else ["pitch_range"]
+    for feature in shown:  # cross-part rows when a sample has two parts (the tiny model draws its ensembles)
+        r = rows[feature]
+        assert re.search(rf"\| {feature} \| {r['gen_mean']:.3f} \| {r['ref_mean']:.3f} \| {r['overlap']:.3f} \|", card)
+    assert "2 samples of 2 bars" in card
+
+
+def test_pretrained_name_loads_the_checkpoints_weights_rounded_to_float16(bundled):
+    run_dir, _ = bundled
+    small = load_generator("pretrained:tiny")
+    full = load_generator(run_dir)
+    assert small.checkpoint_path.name == "tiny.ckpt"
+    for key, value in full.state_dict().items():
+        assert torch.equal(small.state_dict()[key], value.half().float()), key
+    tokens = torch.randint(4, len(full.vocab), (2, 24))
+    with torch.no_grad():
+        loss = [torch.nn.functional.cross_entropy(m(tokens[:, :-1])[0].transpose(1, 2), tokens[:, 1:])
+                for m in (small, full)]
+    assert loss[0].item() == pytest.approx(loss[1].item(), rel=1e-3)
+
+
+def test_sampling_from_the_bundled_name_writes_what_the_full_checkpoint_writes(bundled, tmp_path):
+    run_dir, _ = bundled
+    rounded = load_generator(run_dir)
+    with torch.no_grad():
+        for p in rounded.parameters():
+            p.copy_(p.half().float())  # the bundled file's weights: the draws must then agree exactly
+    settings = {"num_samples": 2, "bars": 2, "seed": 5, "render": RenderConfig(piano_roll=False, page=False)}
+    ours = sample(SampleConfig(ckpt_path="pretrained:tiny", out_dir=str(tmp_path / "a"), **settings))
+    theirs = sample(SampleConfig(out_dir=str(tmp_path / "b"), **settings), model=rounded)
+    assert [r.notes for r in ours] == [r.notes for r in theirs] and sum(r.notes for r in ours) > 0
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.midi.read_bytes() == b.midi.read_bytes()
+
+
+def test_an_unknown_name_is_one_line_listing_the_bundled_ones(bundled):
+    with pytest.raises(UserError) as e:
+        resolve_checkpoint("pretrained:nope")
+    assert "\n" not in str(e.value) and "'nope'" in str(e.value) and "pretrained:tiny" in str(e.value)
+    with pytest.raises(UserError, match="pretrained:tiny"):  # a path is not a name
+        resolve_checkpoint("pretrained:../pretrained/tiny")
+
+
+def test_no_ckpt_path_samples_from_the_default_bundled_model_and_says_so(exported, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "bundled"
+    folder.mkdir()
+    shutil.copy(exported[1].file, folder / "bach_chorales.ckpt")
+    monkeypatch.setenv(PRETRAINED_DIR_ENV, str(folder))
+    out = tmp_path / "samples"
+    run(SampleConfig(num_samples=1, bars=2, seed=0, out_dir=str(out), title="The bundled model",
+                     render=RenderConfig(piano_roll=False)))
+    said = [line for line in capsys.readouterr().err.splitlines() if "bundled" in line]
+    assert said == [f"no ckpt_path given: using the bundled model pretrained:bach_chorales "
+                    f"(its card: {folder / 'bach_chorales.md'})"]
+    assert json.loads((out / "samples.json").read_text())["checkpoint"] == str(folder / "bach_chorales.ckpt")
+    assert "<h1>The bundled model</h1>" in (out / "index.html").read_text()
+
+
+def test_no_ckpt_path_before_any_model_is_bundled_is_one_error_line(tmp_path, monkeypatch):
+    monkeypatch.setenv(PRETRAINED_DIR_ENV, str(tmp_path))
+    assert checkpoint_or_default("run/x.ckpt") == "run/x.ckpt"
+    with pytest.raises(UserError) as e:
+        checkpoint_or_default(None)
+    assert "\n" not in str(e.value) and "make pretrained" in str(e.value) and "ckpt_path=" in str(e.value)
+
+
+def test_the_bundled_models_load_as_data_ship_with_the_package_and_have_cards(monkeypatch):
+    monkeypatch.delenv(PRETRAINED_DIR_ENV, raising=False)
+    assert pretrained_dir() == ROOT / "deeporb" / "pretrained"
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert {"*.ckpt", "*.md"} <= set(data["deeporb.pretrained"])
+    total = 0
+    for name in pretrained_names():  # none until make pretrained has run: then each must hold
+        ckpt = torch.load(pretrained_dir() / f"{name}.ckpt", weights_only=True)
+        assert all(v.dtype == torch.float16 for v in ckpt["state_dict"].values() if v.is_floating_point())
+        assert (pretrained_dir() / f"{name}.md").read_text().startswith(f"# pretrained:{name}\n")
+        load_generator(f"pretrained:{name}")
+        total += (pretrained_dir() / f"{name}.ckpt").stat().st_size
+    assert total < 6_000_000  # a few MB in all
+
+
+@pytest.mark.parametrize("experiment", ["demo", "pretrained_bach_chorales", "pretrained_styles"])
+def test_the_demo_and_the_bundled_models_count_their_budget_in_steps(experiment):
+    cfg = compose_train(f"experiment={experiment}", "paths.output_dir=/tmp/unused")
+    assert cfg.trainer.max_steps > 0 and cfg.trainer.max_epochs == -1 and cfg.trainer.max_time is None
+    assert cfg.trainer.check_val_every_n_epoch is None and cfg.trainer.val_check_interval <= cfg.trainer.max_steps
+    if experiment == "demo":  # the clock only guards, and says so when it stops a run
+        assert cfg.callbacks.time_guard._target_ == "deeporb.stages.callbacks.TimeGuard"
+    else:  # both fit the package in float16: 2 x 256 at most
+        assert cfg.model.hidden_size <= 256 and cfg.model.embed_dim <= 256 and cfg.model.num_layers <= 2
+
+
+def test_the_time_guard_stops_training_and_says_so_in_one_line(chorale_sessions_dir, tmp_path, capsys):
+    train(tmp_path, chorale_sessions_dir, "trainer.max_steps=5", "trainer.val_check_interval=5",
+          "trainer.check_val_every_n_epoch=null", "test=false",
+          "+callbacks.time_guard._target_=deeporb.stages.callbacks.TimeGuard", "+callbacks.time_guard.max_seconds=0")
+    assert json.loads((tmp_path / "metrics.json").read_text())["global_step"] == 1
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("time guard")]
+    assert said == ["time guard: training stopped at step 1 of 5 after 0 s (the machine is busy or slow), so the "
+                    "model is less trained than its config asks; callbacks.time_guard=null trains every step"]
+
+
+def test_the_export_command_refuses_a_name_that_is_no_key_in_one_line(exported, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "deeporb.pretrained", "export", str(exported[0]), "Bach-Chorales",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2 and not list(tmp_path.iterdir())
+    assert proc.stderr.strip().splitlines() == [
+        "error: name 'Bach-Chorales' must be lower-case letters, digits and _ (it becomes pretrained:Bach-Chorales)"]
