@@ -101,6 +101,7 @@ class LSTMGenerator(pl.LightningModule):
             self.head.weight = self.embedding.weight
         kinds = torch.as_tensor(self.vocab.kind_of())
         self.register_buffer("is_note", kinds == KINDS.index("pitch"), persistent=False)
+        self._carry: State | None = None  # data.carry_state: the lanes' state between training steps
         self.sums = nn.ModuleDict(
             {f"{stage}_{name}": SumMetric() for stage in STAGES for name in SUMS}
         )
@@ -125,7 +126,10 @@ class LSTMGenerator(pl.LightningModule):
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
         tokens = batch["tokens"]
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
-        logits, _ = self(inputs)
+        carried = "first" in batch  # data.carry_state: each row continues its chunk of the last step
+        logits, state = self(inputs, self._carried_state(batch["first"]) if carried else None)
+        if carried:
+            self._carry = tuple(s.detach() for s in state)  # truncated backpropagation: no gradient back
         nll = F.cross_entropy(
             logits.reshape(-1, logits.size(-1)).float(),
             targets.reshape(-1),
@@ -148,6 +152,17 @@ class LSTMGenerator(pl.LightningModule):
         batch_size = tokens.size(0)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=stage != "train")
         return loss
+
+    def _carried_state(self, first: torch.Tensor) -> State | None:
+        """The state each lane ended its last chunk with, afresh (zeros) where a new row begins
+        (:mod:`deeporb.data.streams`)."""
+        if self._carry is None or self._carry[0].shape[1] != first.shape[0]:
+            return None
+        keep = (~first).to(self._carry[0].dtype)[None, :, None]
+        return tuple(s * keep for s in self._carry)
+
+    def on_train_epoch_start(self) -> None:
+        self._carry = None  # every lane starts a new row
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")

@@ -3,6 +3,7 @@
 when no ``ckpt_path`` is given; the demo's and the bundled models' configs count steps."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -194,3 +195,18 @@ def test_the_export_command_refuses_a_name_that_is_no_key_in_one_line(exported, 
     assert proc.returncode == 2 and not list(tmp_path.iterdir())
     assert proc.stderr.strip().splitlines() == [
         "error: name 'Bach-Chorales' must be lower-case letters, digits and _ (it becomes pretrained:Bach-Chorales)"]
+
+
+def test_the_readmes_first_example_samples_from_the_shipped_model_with_nothing_else(tmp_path):
+    """``python sample.py`` with no checkpoint, no session and no training, from an empty folder:
+    the shipped ``pretrained:bach_chorales`` writes four voices."""
+    assert {"bach_chorales", "styles"} <= set(pretrained_names())
+    env = {k: v for k, v in os.environ.items() if k != PRETRAINED_DIR_ENV}
+    done = subprocess.run([sys.executable, str(ROOT / "sample.py"), "num_samples=2", "bars=4", "seed=0",
+                           "out_dir=out", "render.piano_roll=false", "instruments=[soprano,alto,tenor,bass]"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "using the bundled model pretrained:bach_chorales" in done.stderr
+    assert not (tmp_path / "data").exists()  # no session was read or made
+    samples = json.loads((tmp_path / "out" / "samples.json").read_text())["samples"]
+    assert len(samples) == 2 and all(set(s["played"]) == {"soprano", "alto", "tenor", "bass"} for s in samples)

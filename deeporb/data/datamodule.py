@@ -29,6 +29,7 @@ from deeporb.data.split import (
     session_instruments,
     split_of,
 )
+from deeporb.data.streams import LaneSampler, RowChunks
 from deeporb.data.windows import WindowDataset, tile_starts, training_starts
 from deeporb.encoding.grammar import VIEWS, View
 from deeporb.encoding.words import BAR, MAX_REPEAT_BARS, PAD, EncodingConfig, Vocabulary
@@ -51,6 +52,9 @@ class SessionDataModule(pl.LightningDataModule):
         stride: words between training windows before each start moves back to a bar line
             (None: ``seq_len // 2``).
         transpose: random transposition range in semitones for training windows.
+        carry_state: read each training piece in order, ``seq_len`` words a step, the LSTM state
+            carried from step to step (truncated backpropagation through time,
+            :mod:`deeporb.data.streams`), instead of windows from a fresh state. One device.
         repeat_bars: a bar equal to one at most this many bars back (same meter) becomes one
             ``rep_K`` word (0: every bar written out, the vocabulary of older checkpoints); see
             :func:`deeporb.encoding.words.repeated_bars`. The note files are not changed.
@@ -73,6 +77,7 @@ class SessionDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         transpose: int = 0,
         repeat_bars: int = 16,
+        carry_state: bool = False,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         num_workers: int = 0,
@@ -98,6 +103,7 @@ class SessionDataModule(pl.LightningDataModule):
         if not 0 <= int(repeat_bars) <= MAX_REPEAT_BARS:
             raise UserError(f"data.repeat_bars must be from 0 to {MAX_REPEAT_BARS}, not {repeat_bars}")
         self.repeat_bars = int(repeat_bars)
+        self.carry_state = bool(carry_state)
         check_fractions(val_fraction, test_fraction)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
@@ -280,7 +286,25 @@ class SessionDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        if not self.carry_state:
+            return self._loader("train", shuffle=True)
+        if self.trainer is not None and self.trainer.world_size > 1:
+            raise UserError("data.carry_state=true trains on one device (its lanes carry state from step to step); "
+                            "use trainer.devices=1 or data.carry_state=false")
+        chunks = self.row_chunks("train")
+        return DataLoader(chunks, batch_sampler=LaneSampler(chunks, self.batch_size, seed=torch.initial_seed() % 2**31),
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0)
+
+    def row_chunks(self, split: str) -> RowChunks:
+        """The rows of a split as chunks read in order (``data.carry_state``)."""
+        self.load()
+        rows = [t for per_array in self._split_rows(split) for t in per_array]
+        column = {k: np.array([t[k] for t in rows], dtype=np.int64) for k in ("array", "start", "length", "header")}
+        drum_ids = np.array([self.vocab.inst_id(k) for k in self.drum_keys], dtype=np.int64)
+        return RowChunks(self.tokens_paths, column["array"], column["start"], column["length"], column["header"],
+                         self.seq_len, self.vocab.pitch0, self.vocab.blocks["inst"], drum_ids, self.pad_id,
+                         self.transpose, seed=torch.initial_seed() % 2**31)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
