@@ -283,20 +283,13 @@ def build_score(
     return Notation(score, [t.name for t in drums], too_low)
 
 
-def write_musicxml(
-    path: str | Path,
-    tracks: Sequence[Track],
-    tempos: Sequence[tuple[float, float]] | None = None,
-    time_signatures: Sequence[tuple[float, int, int]] | None = None,
-    grid: int = GRID,
-    end: float | None = None,
-    title: str | None = None,
-) -> Path:
-    """Write the piece's score (:func:`build_score`) as an uncompressed MusicXML file, atomically."""
+def write_musicxml(path: str | Path, tracks: Sequence[Track], *args, title: str | None = None, **kwargs) -> Path:
+    """Write the piece's score as an uncompressed MusicXML file, atomically; the arguments after
+    ``path`` are :func:`build_score`'s (the title defaults to the file's name)."""
     from music21.musicxml.m21ToXml import GeneralObjectExporter
 
     path = Path(path)
-    notation = build_score(tracks, tempos, time_signatures, grid, end, title or path.stem)
+    notation = build_score(tracks, *args, title=title or path.stem, **kwargs)
     exporter = GeneralObjectExporter(notation.score)
     exporter.makeNotation = False  # the notation is complete: music21 must not re-split or re-tie it
     atomic_write_bytes(path, exporter.parse())
