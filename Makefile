@@ -40,7 +40,8 @@ demo: setup
 	    render.audio=true $(VOICES) 'title="The bundled model pretrained:bach_chorales (card: deeporb/pretrained/bach_chorales.md)"' \
 	  && echo "the bundled model's pieces: open $(DEMO)/pretrained/index.html"; \
 	else echo "no bundled model yet (make pretrained makes it): no pieces in $(DEMO)/pretrained"; fi
-	@echo "demo done: open $(DEMO)/samples/index.html (piano rolls, audio, MIDI, statistics); training run in $(DEMO)/run"
+	@$(PY) -m deeporb.render.page $(DEMO) >/dev/null
+	@echo "demo done: open $(DEMO)/index.html (both sets of pieces, labelled: piano rolls, audio, MIDI, statistics); training run in $(DEMO)/run"
 
 # the bundled models, each an artifact of its config: train experiment=pretrained_NAME by steps, then
 # export the best checkpoint (float16 weights, session facts) and its card into deeporb/pretrained/

@@ -22,7 +22,8 @@ checkpoint by ``val/loss``, and is then measured:
 * seconds per bar written for 16 and for 128 bars (4 pieces), to show that long generation
   stays linear.
 
-Writes its section of docs/benchmarks.md and ``OUT/results.json``.
+Writes its section of docs/benchmarks.md and ``OUT/results.json`` (keeping the figures of variants
+not measured this time, so ``--variants NAME`` adds one).
 """
 
 from __future__ import annotations
@@ -199,7 +200,8 @@ def main() -> None:
         if not args.no_write:
             write_section("form", text)
         return
-    results: dict = {}
+    saved = out / "results.json"  # earlier variants' figures stay beside the ones measured now
+    results: dict = json.loads(saved.read_text()) if saved.is_file() else {}
     for corpus in args.corpora:
         run([sys.executable, "encode.py", f"dataset={corpus}"], out / f"encode-{corpus}.log")
     jobs = [threading.Thread(target=train, args=(c, v, args.steps, out, args.reuse_runs))
@@ -208,11 +210,12 @@ def main() -> None:
         [j.start() for j in jobs[i : i + args.parallel]]
         [j.join() for j in jobs[i : i + args.parallel]]
     for corpus in args.corpora:
-        results[corpus] = {}
+        results.setdefault(corpus, {})
         for variant in args.variants:
             print(f"  {corpus}/{variant}: measuring ...", flush=True)
             results[corpus][variant] = measure(out / corpus / variant, args.samples)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    results = {c: {v: results[c][v] for v in VARIANTS if v in results[c]} for c in results}  # in VARIANTS order
+    saved.write_text(json.dumps(results, indent=1, default=float))
     text = markdown(results, args.steps, args.samples)
     print(text)
     if not args.no_write:

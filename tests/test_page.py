@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from deeporb.evaluation.music_stats import SCALAR_FEATURES
 from deeporb.midi import Track
 from deeporb.model import LSTMGenerator
 from deeporb.render.audio import TAIL_SECONDS
-from deeporb.render.page import sample_statistics, write_page
+from deeporb.render.page import sample_statistics, write_index, write_page
 from deeporb.stages.sample import RenderConfig, SampleConfig, sample
 
 KEYS = ("acoustic_bass", "drums", "flute")
@@ -123,3 +125,23 @@ def test_page_escapes_names_and_marks_what_was_not_rendered(tmp_path):
     assert 'href="%3Cb%3Ea%26b.mid"' in text
     assert "no piano roll" in text and "no audio" in text
     assert re.search(r"<b>seed</b>: 7", text) and "primer" not in text
+
+
+def test_an_index_links_each_sample_page_by_its_title_and_keeps_others_files(tmp_path):
+    """``make demo``'s page of both sets: each labelled by the model that made it."""
+    for name, title in (("samples", "Trained just now"), ("pretrained", "The bundled model")):
+        sample(SampleConfig(out_dir=str(tmp_path / "demo" / name), num_samples=1, bars=1, seed=1, title=title,
+                            instruments=["flute"], render=RenderConfig(piano_roll=False)), model=random_model())
+    done = subprocess.run([sys.executable, "-m", "deeporb.render.page", str(tmp_path / "demo")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "demo" / "index.html").read_text()
+    assert re.findall(r'<a href="([^"]+)">([^<]+)</a>', text) == [
+        ("pretrained/index.html", "The bundled model"), ("samples/index.html", "Trained just now")]
+    write_index(tmp_path / "demo")  # its own index it may write again; someone else's, never
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "index.html").write_text("<html>my page</html>")
+    done = subprocess.run([sys.executable, "-m", "deeporb.render.page", str(tmp_path / "mine")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not an index DeepOrb wrote" in done.stderr
+    assert (tmp_path / "mine" / "index.html").read_text() == "<html>my page</html>"

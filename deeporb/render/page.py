@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import html
 import math
+import re
+import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +23,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from deeporb.errors import UserError, exit_on_user_error
 from deeporb.evaluation.cross_part import cross_part_features
 from deeporb.evaluation.form import form_piece, piece_form
 from deeporb.evaluation.music_stats import SCALAR_FEATURES, piece_features
@@ -140,3 +143,41 @@ def write_page(folder: str | Path, results: Sequence[Any], facts: Mapping[str, A
     path = folder / PAGE
     atomic_write_bytes(path, text.encode("utf-8"))
     return path
+
+
+INDEX_MARK = "<!-- deeporb: an index of sample pages -->"
+
+
+def write_index(folder: str | Path) -> Path:
+    """``folder/index.html``: one labelled link to each sample page one level below (its title,
+    which names the model that made its pieces), so a person sees every set of a run side by
+    side (``make demo``: the model it trained and the bundled one). Refuses to replace an
+    ``index.html`` it did not write."""
+    folder = Path(folder)
+    path = folder / PAGE
+    if path.exists() and INDEX_MARK not in path.read_text(errors="replace"):
+        raise UserError(f"{path} is not an index DeepOrb wrote; not replacing it")
+    pages = sorted(p for p in folder.glob(f"*/{PAGE}") if p.is_file())
+    items = []
+    for page in pages:
+        found = re.search(r"<title>(.*?)</title>", page.read_text(errors="replace"), re.S)
+        label = html.unescape(found.group(1)) if found else page.parent.name
+        items.append(f'<li><a href="{quote(page.parent.name)}/{PAGE}">{html.escape(label)}</a> '
+                     f"({html.escape(page.parent.name)}/)</li>")
+    text = (f'<!doctype html>\n{INDEX_MARK}\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>DeepOrb: {html.escape(folder.name)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+            f"<h1>DeepOrb: {html.escape(folder.name)}</h1>\n<ul>\n" + "\n".join(items) + "\n</ul>\n</body>\n</html>\n")
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path
+
+
+@exit_on_user_error
+def main(argv: Sequence[str]) -> None:
+    """``python -m deeporb.render.page FOLDER``: write the index of the sample pages below FOLDER."""
+    if len(argv) != 1:
+        raise UserError("usage: python -m deeporb.render.page FOLDER")
+    print(write_index(argv[0]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
