@@ -125,7 +125,8 @@ def ensemble_statistics(model, file: Path, folder: Path, num_samples: int, bars:
                            out_dir=str(folder / f"samples_{style or 'all'}"),
                            render=RenderConfig(piano_roll=False, page=False))
         results = sample(cfg, model=model)
-        rows = compare_samples(results, session)
+        # against every held-out piece of the style, whatever ensemble the model drew for it
+        rows = compare_samples(results, session, instruments=list(session.instrument_keys))
         shown = [{k: r[k] for k in ("feature", "kind", "overlap", "gen_mean", "ref_mean", "n_gen", "n_ref")}
                  for r in sorted(rows, key=lambda r: SHOWN.index(r["kind"]) if r["kind"] in SHOWN else 0)
                  if r["kind"] in SHOWN]
