@@ -91,7 +91,8 @@ def test_bits_per_note(model) -> float:
     return score_lstm(model, seqs, counts=split_note_counts(dm, "test", "tracks")).bits_per_note
 
 
-def measure(run_dir: Path, samples: int) -> dict:
+def measure(run_dir: Path | str, samples: int) -> dict:
+    """The figures of one model: a run folder, or a name such as ``pretrained:bach_chorales``."""
     model = load_generator(run_dir)
     facts = facts_of(model)
     reference = reference_pieces(facts, "test")
@@ -118,7 +119,8 @@ def measure(run_dir: Path, samples: int) -> dict:
         "long_key_consistency_first16": long_form["form/key_consistency_first16"],
         "reference_key_consistency_sections": float(np.mean(sections)),
         "seconds_per_bar": {str(k): v for k, v in timing.items()},
-        "train_seconds": float((run_dir / "seconds.txt").read_text()) if (run_dir / "seconds.txt").is_file() else None,
+        "train_seconds": (float((run_dir / "seconds.txt").read_text())
+                          if isinstance(run_dir, Path) and (run_dir / "seconds.txt").is_file() else None),
     }
 
 
@@ -130,7 +132,9 @@ def markdown(results: dict, steps: int, samples: int) -> str:
     lines = [
         "## Form: repeated bars as words (`benchmarks/form.py`)",
         "",
-        f"{machine()}. `python benchmarks/form.py --steps {steps} --samples {samples}`. Each variant trains the "
+        f"{machine()}. `python benchmarks/form.py --steps {steps} --samples {samples}` (and `--variants carry`, "
+        "`--also pretrained:bach_chorales`: the bundled model, 2,000 steps of 8,192 words in 1,024-word windows, "
+        "measured beside them, not at their budget). Each variant trains the "
         f"demo-sized network (lstm_small at 192 units) on 4,096 words a step for the same {steps} optimizer steps "
         "(about 5 CPU-minutes; two runs side by side, one thread each): `today` writes every bar out "
         "(`data.repeat_bars=0`, the model before this change) in windows of 256 words, `repeats` writes a bar that "
@@ -145,6 +149,7 @@ def markdown(results: dict, steps: int, samples: int) -> str:
     ]
     for corpus, by_variant in results.items():
         ref = next(iter(by_variant.values()))["whole"]["reference"]
+        sections = next(iter(by_variant.values()))["reference_key_consistency_sections"]
         names = ["test bits/note", *FIGURES, "length overlap (4-bar bins)", "pieces ended by the model",
                  "64-bar pieces: key consistency bars 1–16", "64-bar pieces: key consistency bars 49–64",
                  "seconds per bar, 16 / 128 bars", "training seconds"]
@@ -172,7 +177,7 @@ def markdown(results: dict, steps: int, samples: int) -> str:
             if name in FIGURES:
                 real = fmt(ref[name])
             elif name.endswith("bars 49–64"):
-                real = f"{fmt(by_variant['today']['reference_key_consistency_sections'])} (all 16-bar sections)"
+                real = f"{fmt(sections)} (all 16-bar sections)"
             elif name.endswith("bars 1–16"):
                 real = fmt(ref["form/key_consistency_first16"])
             else:
@@ -190,6 +195,8 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, choices=(1, 2))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--report-only", action="store_true", help="rewrite the section from OUT/results.json")
+    parser.add_argument("--also", nargs="*", default=[], metavar="CKPT",
+                        help="more models to measure beside their corpus's variants, e.g. pretrained:bach_chorales")
     training_options(parser, "outputs/benchmarks/form")
     args = parser.parse_args()
     use_threads(args.threads)
@@ -214,7 +221,11 @@ def main() -> None:
         for variant in args.variants:
             print(f"  {corpus}/{variant}: measuring ...", flush=True)
             results[corpus][variant] = measure(out / corpus / variant, args.samples)
-    results = {c: {v: results[c][v] for v in VARIANTS if v in results[c]} for c in results}  # in VARIANTS order
+    for ckpt in args.also:
+        print(f"  {ckpt}: measuring ...", flush=True)
+        results.setdefault(facts_of(load_generator(ckpt)).names[0], {})[ckpt] = measure(ckpt, args.samples)
+    results = {c: dict(sorted(results[c].items(), key=lambda kv: list(VARIANTS).index(kv[0])
+                              if kv[0] in VARIANTS else len(VARIANTS))) for c in results}  # variants first
     saved.write_text(json.dumps(results, indent=1, default=float))
     text = markdown(results, args.steps, args.samples)
     print(text)
