@@ -12,7 +12,7 @@ A track becomes a sequence of words (see docs/words.md):
 * a pitch word (``C#4``, MIDI 60 = ``C4``) is always followed by its ``dur_K``;
 * ``rep_K`` (only in vocabularies with ``repeat_bars``): the bar repeats, note for note, the
   bar K back in the same meter, and stands instead of its notes. Real music returns to what it
-  said 4 or 8 bars earlier (a sixth of the chorales' bars, half of the folk tunes'); one word
+  said 4 or 8 bars earlier (0.15 of the chorales' bars, 0.53 of the folk tunes'); one word
   lets the network say so, and see it, however far back the bar is in words.
 
 A training row frames it: ``<bos> [style_S] inst_KEY words <eos>`` (the tracks view; the
