@@ -27,7 +27,7 @@ DEMO := outputs/demo
 
 VOICES := "instruments=[soprano,alto,tenor,bass]"
 
-# encode the Bach chorales, train 240 steps (about a minute on the CPU), sample 4 pieces from that
+# encode the Bach chorales, train 240 steps on the CPU, sample 4 pieces from that
 # model, and 4 from the bundled one (deeporb/pretrained/bach_chorales.ckpt) when it is there
 demo: setup
 	$(PY) encode.py dataset=bach_chorales
