@@ -64,10 +64,11 @@ class RowChunks(Dataset):
             self._arrays[key] = np.load(path if kind == "tokens" else notes_path(path), mmap_mode="r")
         return self._arrays[key]
 
-    def row(self, r: int, kind: str = "tokens", end: int | None = None) -> np.ndarray:
+    def row(self, r: int, kind: str = "tokens", begin: int = 0, end: int | None = None) -> np.ndarray:
+        """Words ``begin:end`` of row ``r`` (the whole row by default), read from the cache."""
         start, length = int(self.row_start[r]), int(self.row_length[r])
         stop = start + (length if end is None else min(end, length))
-        return np.asarray(self._array(int(self.row_array[r]), kind)[start:stop], dtype=np.int64)
+        return np.asarray(self._array(int(self.row_array[r]), kind)[start + begin : stop], dtype=np.int64)
 
     def shift(self, r: int, epoch: int) -> tuple[int, np.ndarray | None]:
         """This epoch's transposition of row ``r`` (one amount for all its chunks) and the row's
@@ -89,8 +90,8 @@ class RowChunks(Dataset):
         lo, width = c * self.seq_len, self.seq_len + 1
         tokens = np.full(width, self.pad_id, dtype=np.int64)
         notes = np.zeros(width, dtype=np.int64)
-        ids = self.row(r, end=lo + width)[lo:]
-        tokens[: len(ids)], notes[: len(ids)] = ids, self.row(r, "notes", end=lo + width)[lo:]
+        ids = self.row(r, begin=lo, end=lo + width)
+        tokens[: len(ids)], notes[: len(ids)] = ids, self.row(r, "notes", begin=lo, end=lo + width)
         amount, movable = self.shift(r, epoch)
         if amount:
             tokens[: len(ids)][movable[lo : lo + len(ids)]] += amount
