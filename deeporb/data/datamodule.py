@@ -58,6 +58,10 @@ class SessionDataModule(pl.LightningDataModule):
         repeat_bars: a bar equal to one at most this many bars back (same meter) becomes one
             ``rep_K`` word (0: every bar written out, the vocabulary of older checkpoints); see
             :func:`deeporb.encoding.words.repeated_bars`. The note files are not changed.
+        fill_share: the share of training items that are fill examples (score view): a piece with
+            a random gap, its contents written last (:mod:`deeporb.data.fill_examples`), so the
+            checkpoint can also fill bars and parts (``sample.py fill.parts=... fill.bars=...``).
+            0: plain windows only, and no fill words in the vocabulary.
         val_fraction, test_fraction: split fractions, by piece (see :func:`split_of`).
         encode: how to build a missing session: a ``functools.partial`` of the encode stage
             (:func:`deeporb.stages.encode.encode_session`) with its input, e.g. ``dataset=
@@ -78,6 +82,7 @@ class SessionDataModule(pl.LightningDataModule):
         transpose: int = 0,
         repeat_bars: int = 16,
         carry_state: bool = False,
+        fill_share: float = 0.25,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         num_workers: int = 0,
@@ -104,6 +109,15 @@ class SessionDataModule(pl.LightningDataModule):
             raise UserError(f"data.repeat_bars must be from 0 to {MAX_REPEAT_BARS}, not {repeat_bars}")
         self.repeat_bars = int(repeat_bars)
         self.carry_state = bool(carry_state)
+        if not 0.0 <= float(fill_share) < 1.0:
+            raise UserError(f"data.fill_share must be at least 0 and below 1, not {fill_share}: the share of "
+                            "training items that are fill examples")
+        self.fill_share = float(fill_share) if self.view == View.SCORE else 0.0
+        if fill_share and self.view != View.SCORE:
+            print(f"note: data.fill_share={fill_share} applies to the score view only; the tracks view trains without fills")
+        if self.fill_share and self.carry_state:
+            raise UserError("data.carry_state=true reads whole pieces in order, with no fill examples; "
+                            "set data.fill_share=0 with it (or data.carry_state=false)")
         check_fractions(val_fraction, test_fraction)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
@@ -177,7 +191,7 @@ class SessionDataModule(pl.LightningDataModule):
         if not keys:
             raise UserError(f"session(s) {', '.join(self.names)} hold no note files; re-run encode.py")
         self.styles = session_styles(manifests) if len(self.names) > 1 else {}
-        self.vocab = Vocabulary(first, tuple(keys), tuple(self.styles.values()), self.repeat_bars)
+        self.vocab = Vocabulary(first, tuple(keys), tuple(self.styles.values()), self.repeat_bars, self.fill_share > 0)
         self.pad_id = self.vocab.index[PAD]
 
         # the token cache's rows (a track or a piece each); "array" says which session's cache
@@ -228,7 +242,7 @@ class SessionDataModule(pl.LightningDataModule):
                 WindowDataset(
                     self.tokens_paths[si], start, length, header, window_row, window_offset,
                     self.seq_len, self.vocab.pitch0, inst_ids, drum_ids, self.pad_id,
-                    self.transpose if train else 0,
+                    self.transpose if train else 0, self.fill_share if train else 0.0, self.vocab,
                 )
             )
         if not parts:
@@ -345,6 +359,7 @@ class SessionDataModule(pl.LightningDataModule):
             instruments_filter=None if self.instruments_filter is None else tuple(self.instruments_filter),
             seq_len=self.seq_len,
             repeat_bars=self.repeat_bars,
+            fill_share=self.fill_share,
             time_signatures=dict(meters.most_common()),
             instruments={k: instruments[k] for k in sorted(instruments)},
             instrument_keys=tuple(self.vocab.instruments),

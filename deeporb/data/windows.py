@@ -9,6 +9,8 @@
   ``stride`` words, each moved back to the ``bar`` at or before it. Every word is still in
   some window, and the last window of a row reaches its ``<eos>``.
 * **Evaluation windows tile each row** (:func:`tile_starts`): each word is scored once.
+* **Fill examples** (training only, ``fill_share`` of the items, score view): the window's
+  piece with a random gap, its contents written last (:mod:`deeporb.data.fill_examples`).
 * **Transposition** (training only): all pitched parts of a window shift together by one
   random amount in ``±transpose`` semitones, narrowed so every pitch stays in 0..127; drum
   parts never move. A pitch belongs to the part of the last ``inst_`` word before it.
@@ -24,6 +26,8 @@ import torch
 from torch.utils.data import Dataset
 
 from deeporb.data.cache import notes_path
+from deeporb.data.fill_examples import PieceReader, fill_example
+from deeporb.encoding.words import Vocabulary, note_counts
 
 CHUNK_WORDS = 1 << 22  # words of the cache read at once while finding bar lines
 
@@ -142,6 +146,8 @@ class WindowDataset(Dataset):
         drum_ids: np.ndarray,
         pad_id: int = 0,
         transpose: int = 0,
+        fill_share: float = 0.0,
+        vocab: Vocabulary | None = None,
     ) -> None:
         self.tokens_path = Path(tokens_path)
         self.row_start = row_start
@@ -155,6 +161,9 @@ class WindowDataset(Dataset):
         self.drum_ids = np.asarray(drum_ids, dtype=np.int64)
         self.pad_id = pad_id
         self.transpose = int(transpose)
+        self.fill_share = float(fill_share)
+        self.vocab = vocab  # needed for fill examples
+        self._reader: PieceReader | None = None
         self._tokens: np.ndarray | None = None
         self._notes: np.ndarray | None = None
         self._rng: np.random.Generator | None = None
@@ -165,7 +174,7 @@ class WindowDataset(Dataset):
 
     def __getstate__(self) -> dict:
         # workers reopen the memmap (shared page cache) and seed their own generator
-        return {**self.__dict__, "_tokens": None, "_notes": None, "_rng": None, "_rng_pid": None}
+        return {**self.__dict__, "_tokens": None, "_notes": None, "_rng": None, "_rng_pid": None, "_reader": None}
 
     @property
     def tokens(self) -> np.ndarray:
@@ -199,9 +208,30 @@ class WindowDataset(Dataset):
         out[header : header + n] = array[body : body + n]
         return out
 
+    def fill_window(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """A fill example from the i-th window's piece, padded to ``seq_len + 1``, and its note
+        counts; None where no gap fits the window."""
+        t = int(self.window_row[i])
+        start, length = int(self.row_start[t]), int(self.row_length[t])
+        if self._reader is None:
+            self._reader = PieceReader(self.vocab)
+        parts, meter, style = self._reader(t, np.asarray(self.tokens[start : start + length], dtype=np.int64))
+        ids = fill_example(parts, meter, self.vocab, style, self.seq_len + 1, self._generator())
+        if ids is None:
+            return None
+        out = np.full(self.seq_len + 1, self.pad_id, dtype=np.int64)
+        out[: len(ids)] = ids
+        notes = np.zeros(self.seq_len + 1, dtype=np.int64)
+        notes[: len(ids)] = note_counts(ids, self.vocab)
+        return out, notes
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        out = self.window(i)
-        notes = torch.from_numpy(self.window(i, self.notes, 0))
+        filled = self.fill_window(i) if self.fill_share and self._generator().random() < self.fill_share else None
+        if filled is None:
+            out, notes = self.window(i), self.window(i, self.notes, 0)
+        else:
+            out, notes = filled
+        notes = torch.from_numpy(notes)
         if self.transpose:
             header = int(self.row_header[self.window_row[i]])
             movable = pitched_words(out, header, self.pitch0, self.inst_ids, self.drum_ids)

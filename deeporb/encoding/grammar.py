@@ -47,7 +47,7 @@ class View(enum.StrEnum):
 
 
 VIEWS = tuple(View)
-KINDS = ("pad", "bos", "eos", "unk", "bar", "ts", "pos", "vel", "pitch", "dur", "inst", "style", "rep")
+KINDS = ("pad", "bos", "eos", "unk", "bar", "ts", "pos", "vel", "pitch", "dur", "inst", "style", "rep", "hole", "fill")
 START = "start"  # the kind of "no word yet"
 PREV_KINDS = (*KINDS, START)  # what the previous word's kind may be; START is last
 
@@ -84,18 +84,27 @@ PREDICATES = {
     "header": ("bars", "<", 1, "before the first `bar`"),
     "body": ("bars", ">=", 1, "after the first `bar`"),
     "velocity_known": ("vel", ">=", 0, "a `vel_` word came earlier"),
+    "unfilled": ("filling", ">=", 0, "before `fill`"),
+    "owing": ("owed", ">=", 1, "a `hole` is not yet filled"),
+    "settled": ("owed", "<", 1, "every `hole` is filled"),
 }
 
 RULES = (
     Rule(("bos",), (START,), "a framed sequence opens with `<bos>`"),
     Rule(("style",), ("bos",), "the style, if any, comes first"),
     Rule(("inst",), ("bos", "style"), "the header names the track's part (tracks) or the ensemble's first part (score)"),
-    Rule(("inst",), ("inst",), "the ensemble's other parts", when=("header",), views=("score",)),
+    Rule(("inst",), ("inst",), "the ensemble's (or the fill's) other parts", when=("header",), views=("score",)),
     Rule(("bar", "eos"), (START,), "a bare body (a note file's words) starts at a bar", views=("tracks",)),
-    Rule(("bar", "eos"), ("inst",), "the header ends at the first bar (or an empty piece ends)", when=("header",)),
-    Rule(("bar", "eos"), ("bar", "ts", "dur"), "a bar may end after its header or any note; empty bars keep rests"),
-    Rule(("ts",), ("bar",), "a time signature stands right after `bar`"),
-    Rule(("pos",), ("bar", "ts", "dur"), "an onset opens after the bar header or a note"),
+    Rule(("bar",), ("inst",), "the header ends at the first bar (the fill's header at its first bar)", when=("header",)),
+    Rule(("eos",), ("inst",), "an empty piece ends after its header", when=("header", "settled")),
+    Rule(("bar",), ("bar", "ts", "dur", "rep", "hole"), "a bar may end after its header or any note; empty bars keep rests",
+         when=("unfilled",)),
+    Rule(("bar",), ("bar", "dur"), "the fill holds one bar for each hole, in order", when=("owing",)),
+    Rule(("eos",), ("bar", "ts", "dur", "rep", "hole"), "a piece ends after any bar, once every hole is filled",
+         when=("settled",)),
+    Rule(("ts",), ("bar",), "a time signature stands right after `bar` (a fill's bars take their holes' length)",
+         when=("unfilled",)),
+    Rule(("pos",), ("bar", "ts", "dur", "hole"), "an onset opens after the bar header or a note"),
     Rule(("inst",), ("pos", "dur"), "after an onset, each part playing there is named", views=("score",)),
     Rule(("vel",), ("pos",), "a velocity change comes before a note", views=("tracks",)),
     Rule(("vel",), ("inst",), "a velocity change comes before a note", when=("body",), views=("score",)),
@@ -105,8 +114,13 @@ RULES = (
     Rule(("pitch",), ("inst",), "a note of the named part", when=("body", "velocity_known"), views=("score",)),
     Rule(("pitch",), ("dur",), "the chord's next note", when=("velocity_known",)),
     Rule(("dur",), ("pitch",), "a pitch is always followed by its duration"),
-    Rule(("rep",), ("bar", "ts"), "a bar may say it repeats, note for note, the bar K back instead of its notes"),
-    Rule(("bar", "eos"), ("rep",), "a repeated bar holds nothing else"),
+    Rule(("rep",), ("bar", "ts"), "a bar may say it repeats, note for note, the bar K back instead of its notes",
+         when=("unfilled",)),
+    Rule(("hole",), ("bar", "ts"), "a bar may say the fill's parts play here later, in the fill", when=("unfilled",),
+         views=("score",)),
+    Rule(("fill",), ("bar", "ts", "dur", "rep", "hole"), "after the last bar of a piece with holes, the fill",
+         when=("unfilled", "owing"), views=("score",)),
+    Rule(("inst",), ("fill",), "the fill names its parts (a header of its own)", views=("score",)),
 )
 
 CONDITIONS = {
@@ -115,24 +129,30 @@ CONDITIONS = {
     "chord_rises": Condition("pitch", ">=", "last_pitch", "pitches of one part at one onset do not fall"),
     "new_velocity": Condition("vel", "!=", "vel", "a velocity word changes the velocity"),
     "part_rises": Condition("inst", ">", "part", "parts come in ascending key order, each once per onset"),
-    "in_ensemble": Condition("inst", "in", "ensemble", "a part in the body is one the header named", unless="header"),
+    "in_ensemble": Condition("inst", "in", "ensemble", "a part in the body is one the header named (in a fill: one the fill named)",
+                             unless="header"),
     "repeats_a_bar": Condition("rep", "<", "meter_bars", "the bar K back exists, in the same meter (so of the same length)"),
 }
 
 # field -> {kind: new value}: a sum of terms, each a field (its old value), "value" (the word's)
 # or an int. Fields a kind does not name keep their value; ``prev`` becomes the word's kind.
 UPDATES = {
-    "bars": {"bar": ("bars", 1)},
+    "bars": {"bar": ("bars", 1), "fill": 0},  # the fill counts its own bars, after a header of its own
     "bar_start": {"bar": ("bar_start", "bar_len")},
-    "bar_len": {"ts": "value"},
+    "bar_len": {"ts": "value", "fill": ("hole_len",)},
     "pos": {"bar": -1, "pos": "value"},
-    "part": {"bar": -1, "pos": -1, "inst": "value"},
+    "part": {"bar": -1, "pos": -1, "inst": "value", "fill": -1},
     "last_pitch": {"bar": -1, "pos": -1, "inst": -1, "pitch": "value"},
-    "vel": {"vel": "value", "rep": -1},  # a repeated bar's last velocity is not known here: the next note names its own
+    # a repeated bar's last velocity is not known here, nor a fill's: the next note names its own
+    "vel": {"vel": "value", "rep": -1, "fill": -1},
     "meter_bars": {"bar": ("meter_bars", 1), "ts": 1},  # bars so far in the meter in force, this one included
+    "owed": {"hole": ("owed", 1), "bar": ("owed", "filling")},  # holes not yet filled: a fill's bar fills one
+    "filling": {"fill": -1},  # 0 before `fill`, -1 after (so that a bar then pays one hole)
+    "hole_len": {"hole": ("bar_len",)},  # the holes' bar length, which the fill's bars take
 }
-# the one set-valued field: a word of this kind adds its value to it while the predicate holds
-ENSEMBLE = ("inst", "header")
+# the one set-valued field: a word of kind ENSEMBLE[0] adds its value to it while the predicate
+# ENSEMBLE[1] holds; a word of kind ENSEMBLE[2] empties it (the fill names its own parts)
+ENSEMBLE = ("inst", "header", "fill")
 FIELDS = ("prev", *UPDATES)  # the integer fields of the state, beside the set ``ensemble``
 
 
@@ -145,7 +165,8 @@ def initial(bar_len: int) -> dict[str, int]:
     meter until a ``ts`` word says otherwise (4/4 for decoding); ``bar_start`` is one bar
     before 0, so the first ``bar`` is at 0."""
     return {"prev": PREV_KINDS.index(START), "bars": 0, "bar_start": -bar_len, "bar_len": bar_len,
-            "pos": -1, "part": -1, "last_pitch": -1, "vel": -1, "meter_bars": 0}
+            "pos": -1, "part": -1, "last_pitch": -1, "vel": -1, "meter_bars": 0, "owed": 0, "filling": 0,
+            "hole_len": bar_len}
 
 
 def rules_for(view: str) -> tuple[Rule, ...]:
@@ -174,7 +195,7 @@ class ScalarTables:
     needs: dict  # (prev, kind) -> what those rules need, in words
     after: dict  # prev -> the kinds that may follow it, in words
     conditions: dict  # kind -> (comparison, slot, unless test or None, why) for each condition
-    moves: dict  # kind -> (sets, sums, joins, its PREV_KINDS index): the word's update, see Walk.step
+    moves: dict  # kind -> (sets, sums, joins, clears, its PREV_KINDS index): the word's update, see Walk.step
 
 
 @functools.lru_cache(maxsize=16)
@@ -215,7 +236,7 @@ def scalar_tables(view: str, tables: tuple) -> ScalarTables:
                 else:
                     sets.append((slot, constant, adds_value))
         joins = test(ensemble[1]) if kind == ensemble[0] else None
-        moves[kind] = tuple(sets), tuple(sums), joins, PREV_KINDS.index(kind)
+        moves[kind] = tuple(sets), tuple(sums), joins, kind == ensemble[2], PREV_KINDS.index(kind)
     return ScalarTables(follows, needs, after, conds, moves)
 
 
@@ -262,9 +283,11 @@ class Walk:
         return None
 
     def step(self, kind: str, value: int) -> None:
-        """Fields set from the word alone, then sums of the old fields; the ensemble grows."""
+        """Fields set from the word alone, then sums of the old fields; the ensemble grows (or empties)."""
         s = self.state
-        sets, sums, joins, kind_index = self.moves[kind]
+        sets, sums, joins, clears, kind_index = self.moves[kind]
+        if clears:
+            s[ENSEMBLE_SLOT] = np.zeros_like(s[ENSEMBLE_SLOT])
         if joins is not None and joins[1](s[joins[0]], joins[2]):
             s[ENSEMBLE_SLOT][value] = True
         if sums:
@@ -292,5 +315,5 @@ def markdown() -> str:
     for f, ups in UPDATES.items():
         said = "; ".join(f"{k}: {' + '.join(str(t) for t in terms(u))}" for k, u in ups.items())
         lines.append(f"| {f} | {said} |")
-    lines.append(f"| ensemble | {ENSEMBLE[0]}: adds value, where {ENSEMBLE[1]} |")
+    lines.append(f"| ensemble | {ENSEMBLE[0]}: adds value, where {ENSEMBLE[1]}; {ENSEMBLE[2]}: empties it |")
     return "\n".join(lines) + "\n"

@@ -14,6 +14,9 @@ A track becomes a sequence of words (see docs/words.md):
   bar K back in the same meter, and stands instead of its notes. Real music returns to what it
   said 4 or 8 bars earlier (0.15 of the chorales' bars, 0.53 of the folk tunes'); one word
   lets the network say so, and see it, however far back the bar is in words.
+* ``hole`` and ``fill`` (only in vocabularies with ``fills``, score view): a bar written
+  ``bar hole`` holds only the parts that keep playing; after the last bar, ``fill inst_A ...``
+  names the missing parts and one bar per hole gives their notes (:mod:`deeporb.encoding.fills`).
 
 A training row frames it: ``<bos> [style_S] inst_KEY words <eos>`` (the tracks view; the
 score view, :mod:`deeporb.encoding.score`, merges a piece's parts into one stream). What
@@ -41,6 +44,7 @@ from deeporb.encoding.grammar import KINDS, STATE, Walk
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
 BAR = "bar"
+HOLE, FILL = "hole", "fill"
 MAX_REPEAT_BARS = 64  # the farthest a rep_K word may point back
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 PITCH_WORD = re.compile(r"^([A-G]#?)(-?\d+)$")
@@ -157,19 +161,24 @@ class Vocabulary:
     ``repeat_bars``: the farthest bar a ``rep_K`` word may point back to (0: no such words, the
     vocabulary of checkpoints made before them). A data setting, not an encoding one: the note
     files keep every note; the token cache folds repeated bars when it builds the rows. The
-    ``rep_`` block comes last, so the other words keep their ids.
+    ``rep_`` block comes after the others, so they keep their ids.
+
+    ``fills``: whether the words ``hole`` and ``fill`` exist (training mixed fill examples in,
+    ``data.fill_share``); they come last, so older vocabularies keep every id.
     """
 
     config: EncodingConfig = field(default_factory=EncodingConfig)
     instruments: tuple[str, ...] = ()
     styles: tuple[str, ...] = ()
     repeat_bars: int = 0
+    fills: bool = False
 
     def __post_init__(self) -> None:
         c = self.config
         self.instruments = tuple(sorted(set(self.instruments)))
         self.styles = tuple(sorted(set(self.styles)))
         self.repeat_bars = int(self.repeat_bars)
+        self.fills = bool(self.fills)
         if not 0 <= self.repeat_bars <= MAX_REPEAT_BARS:
             raise ValueError(f"repeat_bars must be from 0 to {MAX_REPEAT_BARS}, not {self.repeat_bars}")
         n_pos = c.max_bar_quarters * c.resolution
@@ -184,6 +193,8 @@ class Vocabulary:
             "inst": ([f"inst_{k}" for k in self.instruments], range(len(self.instruments))),
             "style": ([f"style_{k}" for k in self.styles], range(len(self.styles))),
             "rep": ([f"rep_{k}" for k in range(1, self.repeat_bars + 1)], range(1, self.repeat_bars + 1)),
+            "hole": ([HOLE] if self.fills else [], [0] if self.fills else []),
+            "fill": ([FILL] if self.fills else [], [0] if self.fills else []),
         }
         assert tuple(blocks) == KINDS
         words: list[str] = []
@@ -261,20 +272,22 @@ class Vocabulary:
             d["styles"] = list(self.styles)
         if self.repeat_bars:  # likewise
             d["repeat_bars"] = self.repeat_bars
+        if self.fills:
+            d["fills"] = True
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Vocabulary:
         return cls(EncodingConfig.from_dict(d["config"]), tuple(d["instruments"]), tuple(d.get("styles", ())),
-                   int(d.get("repeat_bars", 0)))
+                   int(d.get("repeat_bars", 0)), bool(d.get("fills", False)))
 
 
 def word_kind(word: str) -> str:
     """The kind (one of KINDS) of any well-formed word, in or out of a vocabulary."""
     if word in SPECIALS:
         return KINDS[SPECIALS.index(word)]
-    if word == BAR:
-        return "bar"
+    if word in (BAR, HOLE, FILL):
+        return word
     prefix = word.split("_", 1)[0]
     if prefix in ("ts", "pos", "vel", "dur", "inst", "style", "rep"):
         return prefix
@@ -409,7 +422,10 @@ def quantize(notes: dict, config: EncodingConfig) -> GridNotes:
     return GridNotes(on[order], dur[order], pitch[order], vel[order])
 
 
-def encode_ids(grid: GridNotes, meter: Meter, vocab: Vocabulary, part: np.ndarray | None = None) -> np.ndarray:
+def encode_ids(
+    grid: GridNotes, meter: Meter, vocab: Vocabulary, part: np.ndarray | None = None,
+    holes=(), min_bars: int = 0, fill: bool = False,
+) -> np.ndarray:
     """Grid notes -> body word ids (no header, no ``<eos>``). Vectorised: no per-note loop.
 
     ``part`` (score view) holds each note's ``inst_`` word id, the notes sorted by onset, then
@@ -418,32 +434,37 @@ def encode_ids(grid: GridNotes, meter: Meter, vocab: Vocabulary, part: np.ndarra
     Without it (tracks view) no ``inst_`` word is written. With ``vocab.repeat_bars`` a bar
     equal to one at most that many bars back in its meter is written ``bar rep_K``
     (:func:`repeated_bars`), and the next note names its velocity.
+
+    For fills (:mod:`deeporb.encoding.fills`): the bars in ``holes`` (indices) are written
+    ``bar [ts] hole`` and never folded; at least ``min_bars`` bars are written (trailing empty
+    ones too); ``fill`` writes a fill's bars: no ``ts_`` and no ``rep_`` words.
     """
     config = vocab.config
     n = len(grid)
     end = int(grid.onset[-1]) if n else 0
-    lines, which = meter.bar_lines(end, config)
-    if n:
-        nbars = int(np.searchsorted(lines, end, side="right"))
-    else:
-        nbars = 0
+    lines, which = meter.bar_lines(max(end, min_bars * config.max_bar_quarters * config.resolution), config)
+    nbars = int(np.searchsorted(lines, end, side="right")) if n else 0
+    nbars = max(nbars, int(min_bars))
     lines, which = lines[:nbars], which[:nbars]
     ts_flag = np.zeros(nbars, dtype=np.int64)
-    if nbars:
+    if nbars and not fill:
         ts_flag[0] = 1
         ts_flag[1:] = which[1:] != which[:-1]
+    hole_flag = np.zeros(nbars, dtype=np.int64)
+    hole_flag[np.asarray(holes, dtype=np.int64)] = 1
 
     bar = np.searchsorted(lines, grid.onset, side="right") - 1
     pos = grid.onset - lines[bar]
     back = np.zeros(nbars, dtype=np.int64)
-    if vocab.repeat_bars and n:
+    if vocab.repeat_bars and n and not fill:
         back = repeated_bars(bar, pos, grid, part, which, vocab.repeat_bars)
+        back[hole_flag > 0] = 0
         kept = back[bar] == 0
         grid, bar, pos = GridNotes(*(getattr(grid, c)[kept] for c in GRID_COLUMNS)), bar[kept], pos[kept]
         part = None if part is None else part[kept]
         n = len(grid)
     rep_flag = (back > 0).astype(np.int64)
-    header_len = 1 + ts_flag + rep_flag
+    header_len = 1 + ts_flag + rep_flag + hole_flag
 
     first_in_bar = np.ones(n, dtype=bool)
     first_in_bar[1:] = bar[1:] != bar[:-1]
@@ -476,6 +497,9 @@ def encode_ids(grid: GridNotes, meter: Meter, vocab: Vocabulary, part: np.ndarra
     out[bar_start[ts_bars] + 1] = sig_ids[which[ts_bars]]
     rep_bars = np.flatnonzero(rep_flag)
     out[bar_start[rep_bars] + 1 + ts_flag[rep_bars]] = vocab.rep_ids[0] + back[rep_bars] - 1
+    hole_bars = np.flatnonzero(hole_flag)
+    if len(hole_bars):
+        out[bar_start[hole_bars] + 1 + ts_flag[hole_bars]] = vocab.index[HOLE]
     cursor = note_start.copy()
     out[cursor[pos_flag]] = vocab.pos0 + pos[pos_flag]
     cursor += pos_flag
@@ -543,7 +567,8 @@ class DecodeError(ValueError):
 
 
 # the Walk's state slots a note is read from, and the words decoding cannot read
-BAR_START, POS, LAST_PITCH, VEL, PART = (STATE.index(f) for f in ("bar_start", "pos", "last_pitch", "vel", "part"))
+BAR_START, POS, LAST_PITCH, VEL, PART, BARS = (
+    STATE.index(f) for f in ("bar_start", "pos", "last_pitch", "vel", "part", "bars"))
 UNKNOWN, UNREADABLE = (None, 0), frozenset((None, "pad", "unk"))
 
 
@@ -553,8 +578,9 @@ def read_words(
     """Walk words through the grammar (:class:`deeporb.encoding.grammar.Walk`), collecting notes.
 
     Returns note columns (onset, duration, pitch, velocity_bin, part: the instrument index or
-    -1), the meter, and the header's ensemble (a bool per vocabulary instrument). Reading
-    stops at ``<eos>``. With ``strict=False`` refused words are dropped instead of raising.
+    -1), the meter, and the header's ensemble (a bool per vocabulary instrument; with a fill,
+    its parts too). Reading stops at ``<eos>``. With ``strict=False`` refused words are
+    dropped instead of raising. A fill's bars are read into their holes, in order.
     """
     config = vocab.config
     if isinstance(words, str):
@@ -564,6 +590,7 @@ def read_words(
     notes = []  # (onset, duration, pitch, velocity bin, part)
     bar_notes, bar_starts = [], []  # per bar so far: its first note's index in notes, its start step
     starts, sigs = [0], [(4, 4)]
+    holes, shift, header = [], 0, None  # hole bars' starts; a fill bar's offset to its hole; the header's ensemble
     kind_value, unknown, unreadable = vocab.kind_values, UNKNOWN, UNREADABLE
     for i, w in enumerate(words):
         kind, value = kind_value.get(w, unknown)
@@ -577,13 +604,19 @@ def read_words(
         if kind == "eos":
             break
         if kind == "dur":
-            notes.append((s[BAR_START] + s[POS], value, s[LAST_PITCH], s[VEL], s[PART]))
+            notes.append((s[BAR_START] + s[POS] + shift, value, s[LAST_PITCH], s[VEL], s[PART]))
         elif kind == "rep":  # the bar `value` back, note for note (the grammar checked it exists)
             source = len(bar_notes) - 1 - value
-            shift = s[BAR_START] - bar_starts[source]
-            notes += [(o + shift, *rest) for o, *rest in notes[bar_notes[source] : bar_notes[source + 1]]]
+            offset = s[BAR_START] - bar_starts[source]
+            notes += [(o + offset, *rest) for o, *rest in notes[bar_notes[source] : bar_notes[source + 1]]]
+        elif kind == "hole":
+            holes.append(s[BAR_START])
+        elif kind == "fill":
+            header = walk.ensemble.copy()
         step(kind, value)
-        if kind == "bar":
+        if kind == "bar" and header is not None:  # a fill's bar: its notes go to the next hole
+            shift = holes[s[BARS] - 1] - s[BAR_START]
+        elif kind == "bar":
             bar_notes.append(len(notes))
             bar_starts.append(s[BAR_START])
         if kind == "ts":
@@ -598,7 +631,8 @@ def read_words(
         if strict and why is not None:
             raise DecodeError(f"word {len(words)} ('<end>'): the words may not end here ({why})")
     table = np.asarray(notes, dtype=np.int64).reshape(-1, 5)
-    return dict(zip((*GRID_COLUMNS, "part"), table.T, strict=True)), Meter(starts, sigs), walk.ensemble
+    ensemble = walk.ensemble if header is None else header | walk.ensemble
+    return dict(zip((*GRID_COLUMNS, "part"), table.T, strict=True)), Meter(starts, sigs), ensemble
 
 
 def decode_words(words, vocab: Vocabulary, strict: bool = True) -> tuple[GridNotes, Meter]:

@@ -36,7 +36,9 @@ from deeporb.encoding.score import decode_score
 from deeporb.encoding.words import BAR, GridNotes, Meter, Vocabulary, decode_words
 from deeporb.errors import UserError
 from deeporb.generation.loop import draw_header, generate
+from deeporb.encoding.fills import Gap, fill_prompt
 from deeporb.generation.prompts import Primer, bar_grid, build_prompts, score_prompt
+from deeporb.generation.refill import gap_of, refill_tracks
 from deeporb.midi import Track
 
 SHORT_BAR_QUARTERS = 1  # a bar this short or shorter makes `bars` mislead (see short_bar_warning)
@@ -49,6 +51,19 @@ MAX_SAMPLE_BARS = 16_384  # num_samples x bars a run (16 x 1024, 1024 x 16): at 
 # tempo (quarter notes per minute): MIDI holds 60e6 / 0xFFFFFF = 3.58 up to 60e6 (1 us a quarter);
 # from 4 a quarter lasts 15 s at most, and above 1000 notes blur into a buzz
 MIN_TEMPO, MAX_TEMPO = 4.0, 1000.0
+
+
+@dataclass
+class Fill:
+    """Which bars of which parts of the primer to write anew, the rest kept note for note
+    (:mod:`deeporb.generation.refill`). Neither given: no fill (the primer is continued)."""
+
+    parts: list[str] | None = None  # parts to write; one the primer lacks is added. None: every part of the primer
+    bars: list[int] | None = None  # [first, last] bars of the primer, 1-based, inclusive. None: all its bars
+
+    @property
+    def asked(self) -> bool:
+        return self.parts is not None or self.bars is not None
 
 
 @dataclass
@@ -72,6 +87,11 @@ class Settings:
     primer_bars: int = 4  # the primer's first bars that open each piece (0 to 1024)
     keep_primer: bool = True  # include the primer bars in the pieces
     tempo: float | None = None  # quarter notes per minute (4 to 1000); None: the primer's, else the training median
+    fill: Fill = field(default_factory=Fill)  # fill.parts / fill.bars: rewrite those of the primer (score view)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fill, dict):  # from JSON or asdict()
+            self.fill = Fill(**self.fill)
 
     def seeded(self) -> Settings:
         """These settings with a seed: the one given, else a fresh one (so it can be reported)."""
@@ -294,6 +314,8 @@ class Plan:
     tempos: list[tuple[float, float]]
     primer_bars: int
     start_step: int  # the first grid step written (the primer's end when its bars are not kept)
+    gap: Gap | None = None  # a fill's: what the rows write (one bar per hole), instead of bars after the primer
+    primer: Primer | None = None  # a fill's primer, which the written gap goes into
 
     @property
     def pieces(self) -> int:
@@ -303,14 +325,23 @@ class Plan:
         """How long the pieces last when every bar asked is written (kept primer bars too; notes
         ringing past the last bar line aside): the render limit is checked on this before any
         generation, not on a WAV after it."""
-        ends = [int(bar_grid(m, self.primer_bars + self.settings.bars, config)[0][-1]) for m in self.meters]
+        after = 0 if self.gap else self.settings.bars  # a fill writes inside the primer
+        ends = [int(bar_grid(m, self.primer_bars + after, config)[0][-1]) for m in self.meters]
         return seconds_at((max(ends) - self.start_step) / config.resolution, self.tempos)
 
     def batch_key(self) -> tuple:
         """Plans with equal keys generate in one batch: the loop takes one length, one filter
         and one number of prompt bars for all rows (seeds, parts and styles may differ)."""
         s = self.settings
-        return (self.view, s.bars, s.min_bars, s.temperature, s.top_k, s.top_p, self.primer_bars)
+        return (self.view, s.bars, s.min_bars, s.temperature, s.top_k, s.top_p, self.primer_bars,
+                self.gap and len(self.gap.bars))
+
+    @property
+    def bars(self) -> tuple[int, int | None]:
+        """(bars, min_bars) the loop writes: a fill's holes, exactly; else the settings'."""
+        if self.gap is not None:
+            return len(self.gap.bars), len(self.gap.bars)
+        return self.settings.bars, self.settings.min_bars
 
 
 def plan(model, settings: Settings, num_samples: int = 1, primer: Primer | None = None) -> Plan:
@@ -346,6 +377,15 @@ def plan(model, settings: Settings, num_samples: int = 1, primer: Primer | None 
         return [style_in(h) for h in heads]
 
     parts = named or []
+    if settings.fill.asked:  # the model writes the gap after reading the whole primer around it
+        if view != View.SCORE or not vocab.fills:
+            raise UserError("this checkpoint cannot fill: it was trained without fill examples (data.fill_share=0, "
+                            "or the tracks view); train a score-view model with data.fill_share above 0")
+        gap = gap_of(settings.fill, primer, vocab)
+        styles = styles_drawn()
+        prompts = [fill_prompt(primer.parts, primer.meter, vocab, gap, s) for s in styles]
+        return Plan(settings, view, prompts, [list(gap.parts)] * len(prompts), [], styles,
+                    [primer.meter] * len(styles), primer.tempos or tempos, primer.bars, 0, gap, primer)
     if view == View.SCORE:
         given = named or (sorted(primer.parts) if primer else None)
         if given is None:  # the model draws the ensemble (and the style, unless given)
@@ -380,8 +420,9 @@ def generate_plans(model, plans: list[Plan]) -> list[list[list[int]]]:
         prompts += p.prompts
         generators += [g] * len(p.prompts)
         ensembles += p.ensembles
-    [rows] = generate(model, prompts, 1, s.bars, s.temperature, s.top_k, s.top_p, view=plans[0].view,
-                      min_bars=s.min_bars, ensembles=ensembles if any(ensembles) else None, generators=generators)
+    bars, min_bars = plans[0].bars
+    [rows] = generate(model, prompts, 1, bars, s.temperature, s.top_k, s.top_p, view=plans[0].view,
+                      min_bars=min_bars, ensembles=ensembles if any(ensembles) else None, generators=generators)
     out, start = [], 0
     for p in plans:
         out.append(rows[start : start + len(p.prompts)])
@@ -394,7 +435,13 @@ def finish(model, plan: Plan, rows: list[list[int]]) -> list[Composition]:
     vocab, session, settings = model.vocab, facts(model), plan.settings
     nprimer = plan.primer_bars
     pieces: list[tuple[list[Track], Meter, int]] = []  # tracks, meter, bars written (primer's too)
-    if plan.view == View.SCORE:
+    if plan.gap is not None:  # the primer, its gap written anew
+        programs = {k: session.instrument_program(k) for k in plan.gap.parts}
+        for prompt, row in zip(plan.prompts, rows, strict=True):
+            written, _ = decode_score(vocab.decode_ids(prompt + row), vocab, strict=True)
+            pieces.append((refill_tracks(plan.primer, plan.gap, written, vocab, programs), plan.primer.meter, nprimer))
+        nprimer = 0  # every bar is the piece's: none was asked after the primer
+    elif plan.view == View.SCORE:
         for prompt, row in zip(plan.prompts, rows, strict=True):
             head = header_parts(prompt + row, vocab)
             if plan.parts:  # the named parts first, then the primer's (only where its bars are kept)
@@ -417,7 +464,8 @@ def finish(model, plan: Plan, rows: list[list[int]]) -> list[Composition]:
         lines, _ = bar_grid(meter, bars, vocab.config)
         seconds = round(seconds_at(max(end_q, lines[-1] / vocab.config.resolution), plan.tempos), 3)
         out.append(Composition(tracks, meter, plan.tempos, bars, seconds, style,
-                               ended=written - nprimer < settings.bars, instruments=[t.name for t in tracks]))
+                               ended=plan.gap is None and written - nprimer < settings.bars,
+                               instruments=[t.name for t in tracks]))
     return out
 
 

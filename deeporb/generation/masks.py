@@ -113,7 +113,8 @@ class Grammar:
     Policy on top of the grammar: a row stops at the ``bar`` that would open bar ``target + 1``,
     or at an ``<eos>``, which is refused before bar ``min_target`` (by default ``target``: a
     sample is then never shorter than asked). A bar holding ``max_bar_words`` words may only
-    be closed, which bounds the number of steps. ``ts`` words only come from prompts. In the
+    be closed, which bounds the number of steps. ``ts``, ``hole`` and ``fill`` words only come
+    from prompts (:func:`deeporb.encoding.fills.fill_prompt`: the loop then writes the fill's bars). In the
     score view only the parts of the header's ensemble may play (``GrammarState.ensemble``,
     one row of bools per sample).
 
@@ -173,6 +174,7 @@ class Grammar:
         self.joins = ((kinds[:, None] == KINDS.index(ENSEMBLE[0])) & (values[:, None] == parts)).to(device)
         field, op, constant, _ = PREDICATES[ENSEMBLE[1]]
         self.join_test = self.col[field], OPS[op], constant
+        self.clears = torch.as_tensor(vocab.kinds == KINDS.index(ENSEMBLE[2]), device=device)  # a fill names its own
 
         # the required-parts policy reads these
         self.inst_block, self.chord_blocks = vocab.blocks["inst"], (vocab.blocks["vel"], vocab.blocks["pitch"])
@@ -185,7 +187,7 @@ class Grammar:
         on = {name for i, name in enumerate(self.flag_names) if flags >> i & 1}
         kinds = {kind for rule in rules_for(self.view) if prev in rule.after and set(rule.when) <= on
                  for kind in rule.words}
-        kinds.discard("ts")  # policy: the meter comes from the prompt
+        kinds -= {"ts", "hole", "fill"}  # policy: the meter, a fill's holes and its start come from the prompt
         row = np.zeros(len(self.vocab), dtype=bool)
         for kind in kinds:
             row[slice(*self.vocab.blocks[kind])] = True
@@ -282,6 +284,7 @@ class Grammar:
         """Update ``s`` in place with the chosen words (B,); return which rows just finished (B,)."""
         finished = self._finishing(s, token, target)
         if s.ensemble.shape[1]:  # ENSEMBLE: a part named while the predicate holds joins the ensemble
+            s.ensemble &= ~self.clears.index_select(0, token)[:, None]
             joined = self.joins.index_select(0, token)
             column, op, constant = self.join_test
             in_header = op(s.values[:, column : column + 1], constant)

@@ -18,7 +18,7 @@ from deeporb.encoding.score import encode_score, quantize_parts
 from deeporb.encoding.words import BAR, EncodingConfig, GridNotes, Meter, Vocabulary, encode_ids
 from deeporb.errors import UserError
 from deeporb.instruments import instrument_key
-from deeporb.midi import MidiReadError, read_midi
+from deeporb.midi import MidiReadError, Track, read_midi
 
 MAX_PRIMER_BARS = 1024  # as compose.MAX_BARS: a primer's bars are laid out as a grid before it is read
 
@@ -62,6 +62,8 @@ class Primer:
     tempos: list[tuple[float, float]]
     end_step: int  # grid step where generation starts
     ignored: list[str] = field(default_factory=list)  # primer instruments the model does not know
+    originals: list[tuple[str, Track]] = field(default_factory=list)  # (key, track) as the file has them, cut
+    #   at end_step, every instrument: what a fill keeps note for note (deeporb.generation.refill)
 
 
 def load_primer(path: str | Path, vocab: Vocabulary, primer_bars: int, key_mode: str = "program") -> Primer:
@@ -82,10 +84,12 @@ def load_primer(path: str | Path, vocab: Vocabulary, primer_bars: int, key_mode:
     except MidiReadError as e:
         raise UserError(f"primer {str(path)!r}: {e}; pass primer=FILE.mid") from None
     groups: dict[str, list] = {}
+    keyed = []  # (key, track) in the file's order
     for track in piece.tracks:
         if len(track):
             key = instrument_key(key_mode, track.program, track.is_drum, track.name)
             groups.setdefault(key, []).append(track)
+            keyed.append((key, track))
     if not groups:
         raise UserError(f"primer {str(path)!r} has no notes")
     known = sorted(k for k in groups if k in vocab.instruments)
@@ -112,7 +116,11 @@ def load_primer(path: str | Path, vocab: Vocabulary, primer_bars: int, key_mode:
         words[key] = [w for b in range(nbars) for w in (bars[b] if b < len(bars) else headers[b])]
     end_q = end_step / config.resolution
     tempos = [(q, qpm) for q, qpm in piece.tempos if q < end_q or q == 0]
-    return Primer(path, nbars, parts, words, meter, tempos, end_step, sorted(set(groups) - set(known)))
+    originals = []
+    for key, t in keyed:
+        early = np.floor(t.notes["onset"] * config.resolution + 0.5) < end_step
+        originals.append((key, Track(t.name, t.program, t.is_drum, {c: v[early] for c, v in t.notes.items()})))
+    return Primer(path, nbars, parts, words, meter, tempos, end_step, sorted(set(groups) - set(known)), originals)
 
 
 def build_prompts(

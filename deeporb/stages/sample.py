@@ -33,7 +33,7 @@ from deeporb.generation.compose import (
     plan,
     short_bar_warning,
 )
-from deeporb.generation.prompts import bar_grid, check_primer_bars, load_primer
+from deeporb.generation.prompts import MAX_PRIMER_BARS, bar_grid, check_primer_bars, load_primer
 from deeporb.midi import Track, write_midi
 from deeporb.model import LSTMGenerator
 from deeporb.render.audio import (
@@ -71,12 +71,13 @@ class RenderConfig:
 class SampleConfig(Settings):
     """``python sample.py KEY=VALUE ...``: the sampling settings (:class:`Settings`: bars,
     min_bars, temperature, top_k, top_p, seed, instruments, style, primer_bars, keep_primer,
-    tempo, each with its default there) and what the stage adds around them."""
+    tempo, fill.parts, fill.bars, each with its default there) and what the stage adds around them."""
 
     ckpt_path: str | None = None  # a .ckpt file, a training run folder (its best checkpoint, else last.ckpt), or
     #   pretrained:NAME (a bundled model); None: sample.py uses pretrained:bach_chorales and says so
     num_samples: int = 4  # samples generated together in one batch (at most 1024, and num_samples x bars 16384)
-    primer: str | None = None  # a MIDI file whose first bars (primer_bars) start each piece
+    primer: str | None = None  # a MIDI file whose first bars (primer_bars) start each piece; with fill.*, the
+    #   piece whose bars and parts are written anew (all its bars are read)
     compare: bool = False  # music statistics of the samples vs the checkpoint's held-out test pieces
     device: str = "cpu"  # or cuda
     out_dir: str = "outputs/sample/${now:%Y-%m-%d}/${now:%H-%M-%S}"
@@ -131,7 +132,8 @@ def sample(cfg: SampleConfig, model: LSTMGenerator | None = None) -> list[Sample
     model = model if model is not None else load_generator(cfg.ckpt_path, cfg.device)
     vocab, session = model.vocab, facts(model)
     check_settings(settings, cfg.num_samples, vocab, session.view)  # before reading a primer
-    loaded = load_primer(cfg.primer, vocab, cfg.primer_bars, session.instrument_key) if cfg.primer else None
+    primer_bars = MAX_PRIMER_BARS if settings.fill.asked else cfg.primer_bars  # a fill reads the whole primer
+    loaded = load_primer(cfg.primer, vocab, primer_bars, session.instrument_key) if cfg.primer else None
     planned = plan(model, settings, cfg.num_samples, loaded)
     if render.audio:  # the bars asked at the tempo: a piece too long to hear is refused unwritten
         check_render_length(planned.longest_seconds(vocab.config), render.max_seconds)

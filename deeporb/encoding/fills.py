@@ -1,0 +1,111 @@
+"""Fills: a piece with marked gaps, then the gaps' contents (infilling by reordering).
+
+A left-to-right network sees what follows a gap only if the gap's notes come last (ILM,
+Donahue et al. 2020; MMM, Ens & Pasquier 2020). A fill sequence is the score view's row with
+the gap's notes taken out and written after the piece:
+
+    <bos> [style_S] inst_A inst_B ...  bar ts_4/4 ... bar hole pos_0 inst_B ... bar hole ... bar ...
+    fill inst_A  bar pos_0 inst_A vel_5 C4 dur_12 ...  bar ...  <eos>
+
+* A **hole** bar (``bar [ts] hole``) holds only the parts that keep playing there.
+* After the last bar, ``fill`` names the parts it writes (a header of its own, ascending), then
+  writes one bar per hole, in order, each as long as its hole; its notes are read into the holes.
+
+The grammar (:mod:`deeporb.encoding.grammar`) declares both words, so strict decoding
+(:func:`deeporb.encoding.words.read_words`) reads a fill into its holes and the sampler's
+masks guarantee the fill holds exactly one bar per hole and only the named parts. Holes share
+one bar length (the grammar gives the fill's bars the holes' length): :func:`check_gap`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from deeporb.encoding.words import BAR, EOS, FILL, GRID_COLUMNS, GridNotes, Meter, Vocabulary, encode_ids
+
+
+@dataclass(frozen=True)
+class Gap:
+    """What a fill writes: the parts ``parts`` (instrument keys) in the bars ``bars`` (0-based
+    bar indices, ascending); the piece's other notes are its context."""
+
+    bars: tuple[int, ...]
+    parts: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bars", tuple(sorted({int(b) for b in self.bars})))
+        object.__setattr__(self, "parts", tuple(sorted(set(self.parts))))
+        if not self.bars or self.bars[0] < 0 or not self.parts:
+            raise ValueError(f"a gap needs bars (from 0) and parts: {self}")
+
+
+def bar_lines(meter: Meter, nbars: int, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
+    """Start steps of the first ``nbars + 1`` bars and the meter segment of each."""
+    config = vocab.config
+    lines, which = meter.bar_lines((nbars + 1) * config.max_bar_quarters * config.resolution, config)
+    return lines[: nbars + 1], which[: nbars + 1]
+
+
+def check_gap(gap: Gap, meter: Meter, vocab: Vocabulary) -> int:
+    """The holes' bar length in grid steps; ValueError where the gap's bars differ in length
+    (the fill's bars all take one length) or a part is not in the vocabulary."""
+    for key in gap.parts:
+        vocab.inst_id(key)  # KeyError names what the vocabulary knows
+    lines, _ = bar_lines(meter, gap.bars[-1] + 1, vocab)
+    lengths = {int(lines[b + 1] - lines[b]) for b in gap.bars}
+    if len(lengths) > 1:
+        raise ValueError(f"the bars of a fill must share one length (one meter); bars "
+                         f"{gap.bars[0] + 1}-{gap.bars[-1] + 1} change meter")
+    return lengths.pop()
+
+
+def score_notes(parts: dict[str, GridNotes], vocab: Vocabulary) -> tuple[GridNotes, np.ndarray]:
+    """The parts' notes in the score view's order (onset, part, pitch, ...) and each note's
+    ``inst_`` id."""
+    keys = sorted(parts)
+    part = np.concatenate([np.full(len(parts[k]), vocab.inst_id(k), dtype=np.int64) for k in keys] or [np.zeros(0, np.int64)])
+    on, dur, pitch, vel = (np.concatenate([getattr(parts[k], c) for k in keys] or [np.zeros(0, np.int64)])
+                           for c in GRID_COLUMNS)
+    order = np.lexsort((vel, dur, pitch, part, on))
+    return GridNotes(on[order], dur[order], pitch[order], vel[order]), part[order]
+
+
+def take(grid: GridNotes, part: np.ndarray, keep: np.ndarray) -> tuple[GridNotes, np.ndarray]:
+    return GridNotes(*(getattr(grid, c)[keep] for c in GRID_COLUMNS)), part[keep]
+
+
+def encode_fill(
+    parts: dict[str, GridNotes], meter: Meter, vocab: Vocabulary, gap: Gap, style: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A piece's parts and a gap -> (``<bos> ... body with holes ... fill inst_P...``, the
+    fill's bars then ``<eos>``): the two halves of a fill sequence, whose concatenation
+    :func:`deeporb.encoding.score.decode_score` reads back into the piece. Parts named in the
+    gap but absent from ``parts`` join the header (an added part)."""
+    bar_len = check_gap(gap, meter, vocab)
+    keys = sorted(set(parts) | set(gap.parts))
+    grid, part = score_notes(parts, vocab)
+    last = gap.bars[-1]
+    longest = vocab.config.max_bar_quarters * vocab.config.resolution
+    lines, _ = meter.bar_lines((int(grid.onset.max()) if len(grid) else 0) + (last + 1) * longest, vocab.config)
+    bar = np.searchsorted(lines, grid.onset, side="right") - 1
+    filled = np.isin(bar, gap.bars) & np.isin(part, [vocab.inst_id(k) for k in gap.parts])
+    kept, kept_part = take(grid, part, ~filled)
+    body = encode_ids(kept, meter, vocab, kept_part, holes=gap.bars, min_bars=last + 1)
+    notes, inst = take(grid, part, filled)
+    rank = np.searchsorted(gap.bars, bar[filled])  # the hole each note is in
+    notes = GridNotes(rank * bar_len + notes.onset - lines[bar[filled]], notes.duration, notes.pitch,
+                      notes.velocity_bin)
+    fill_meter = Meter([0], [next(ts for ts in vocab.config.time_signatures if vocab.config.bar_steps(*ts) == bar_len)])
+    written = encode_ids(notes, fill_meter, vocab, inst, min_bars=len(gap.bars), fill=True)
+    head = np.concatenate([vocab.header_ids(keys, style), body, [vocab.index[FILL]],
+                           sorted(vocab.inst_id(k) for k in gap.parts)])
+    return head.astype(np.int64), np.concatenate([written, [vocab.index[EOS]]]).astype(np.int64)
+
+
+def fill_prompt(parts: dict[str, GridNotes], meter: Meter, vocab: Vocabulary, gap: Gap, style: str | None = None) -> list[int]:
+    """What the sampler reads before writing a fill: the first half of :func:`encode_fill` and
+    the ``bar`` that opens the fill's first bar."""
+    head, _ = encode_fill(parts, meter, vocab, gap, style)
+    return [*head.tolist(), vocab.index[BAR]]
