@@ -439,7 +439,8 @@ def finish(model, plan: Plan, rows: list[list[int]]) -> list[Composition]:
         programs = {k: session.instrument_program(k) for k in plan.gap.parts}
         for prompt, row in zip(plan.prompts, rows, strict=True):
             written, _ = decode_score(vocab.decode_ids(prompt + row), vocab, strict=True)
-            pieces.append((refill_tracks(plan.primer, plan.gap, written, vocab, programs), plan.primer.meter, nprimer))
+            tracks = refill_tracks(plan.primer, plan.gap, written, vocab, programs, settings.fill.parts)
+            pieces.append((tracks, plan.primer.meter, nprimer))
         nprimer = 0  # every bar is the piece's: none was asked after the primer
     elif plan.view == View.SCORE:
         for prompt, row in zip(plan.prompts, rows, strict=True):

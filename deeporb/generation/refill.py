@@ -55,10 +55,12 @@ def gap_notes(grid: GridNotes, lines: np.ndarray, gap: Gap) -> np.ndarray:
 
 def refill_tracks(
     primer: Primer, gap: Gap, written: dict[str, GridNotes], vocab: Vocabulary, programs: dict[str, tuple[int, bool]],
+    order: list[str] | None = None,
 ) -> list[Track]:
     """The primer's tracks (file order, each named by its instrument key) with the notes of
     the gap's parts in the gap's bars replaced by ``written``'s notes there; a gap part the
-    primer lacks becomes a new track (``programs[key]``: its program and drum flag)."""
+    primer lacks becomes a new track after them (``programs[key]``: its program and drum
+    flag), in the ``order`` asked (default: the gap's)."""
     config = vocab.config
     lines, _ = bar_lines(primer.meter, gap.bars[-1] + 1, vocab)
     out, placed = [], set()
@@ -72,7 +74,7 @@ def refill_tracks(
                 notes = merge(notes, new_notes(written.get(key), lines, gap, vocab))
                 placed.add(key)
         out.append(Track(key, track.program, track.is_drum, notes))
-    for key in gap.parts:
+    for key in dict.fromkeys([*(order or ()), *gap.parts]):
         if key not in placed:
             program, is_drum = programs[key]
             out.append(Track(key, program, is_drum, new_notes(written.get(key), lines, gap, vocab)))
