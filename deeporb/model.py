@@ -117,6 +117,14 @@ class LSTMGenerator(pl.LightningModule):
         return self.head(out), state
 
     @torch.no_grad()
+    def read(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """A prompt (B, T) -> the logits after its last word (B, V) and the state: the head runs
+        on the last step only, so a long primer (a fill reads all of it) costs no (T, V) array."""
+        out, state = self.lstm(self.embedding(tokens), state)
+        out = out[:, -1]
+        return self.head(self.project(out) if self.project is not None else out), state
+
+    @torch.no_grad()
     def step(self, token: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """One word per sequence, (B,) -> logits (B, V): generation carries the state."""
         logits, state = self(token[:, None], state)

@@ -44,3 +44,13 @@ def test_a_piece_composed_on_the_page_shows_its_roll_plays_and_downloads(page_se
         assert page.locator("#pieces li").count() == 1
         page.screenshot(path=tmp_path / "page.png")
         assert [e for e in page.errors if "400" not in e] == []  # only the refused request failed
+
+
+def test_a_model_that_cannot_fill_shows_no_selection_controls(page_server):
+    """The tracks-view model cannot fill: the page offers no Regenerate selection."""
+    url, _ = page_server
+    with open_page(url + "/", wait=LOADED, timeout_s=30) as page:
+        page.fill("#bars", "1")
+        page.click("#generate")
+        page.wait_for_function("() => document.querySelector('#status').textContent.startsWith('piece ')")
+        assert not page.is_hidden("#result") and page.is_hidden("#fill") and page.is_hidden("#refill")

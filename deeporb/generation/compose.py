@@ -333,8 +333,7 @@ class Plan:
         """Plans with equal keys generate in one batch: the loop takes one length, one filter
         and one number of prompt bars for all rows (seeds, parts and styles may differ)."""
         s = self.settings
-        return (self.view, s.bars, s.min_bars, s.temperature, s.top_k, s.top_p, self.primer_bars,
-                self.gap and len(self.gap.bars))
+        return (self.view, *self.bars, s.temperature, s.top_k, s.top_p, self.primer_bars, self.gap is not None)
 
     @property
     def bars(self) -> tuple[int, int | None]:
@@ -439,6 +438,7 @@ def finish(model, plan: Plan, rows: list[list[int]]) -> list[Composition]:
         programs = {k: session.instrument_program(k) for k in plan.gap.parts}
         for prompt, row in zip(plan.prompts, rows, strict=True):
             written, _ = decode_score(vocab.decode_ids(prompt + row), vocab, strict=True)
+            written = {k: tidy_notes(g) for k, g in written.items()}
             tracks = refill_tracks(plan.primer, plan.gap, written, vocab, programs, settings.fill.parts)
             pieces.append((tracks, plan.primer.meter, nprimer))
         nprimer = 0  # every bar is the piece's: none was asked after the primer

@@ -21,8 +21,8 @@ def _read_prompts(model, grammar: Grammar, prompts: list[list[int]], bar_len: in
     seen: dict[tuple[int, ...], tuple] = {}
     for prompt in prompts:
         if tuple(prompt) not in seen:
-            logits, (h, c) = model(torch.tensor([prompt], device=device))
-            seen[tuple(prompt)] = (grammar.state_after(prompt, bar_len), h, c, logits[:, -1])
+            logits, (h, c) = model.read(torch.tensor([prompt], device=device))
+            seen[tuple(prompt)] = (grammar.state_after(prompt, bar_len), h, c, logits)
     rows = [seen[tuple(p)] for p in prompts]
     state = GrammarState.cat([r[0] for r in rows])
     lstm = (torch.cat([r[1] for r in rows], 1), torch.cat([r[2] for r in rows], 1))

@@ -62,8 +62,8 @@ class Primer:
     tempos: list[tuple[float, float]]
     end_step: int  # grid step where generation starts
     ignored: list[str] = field(default_factory=list)  # primer instruments the model does not know
-    originals: list[tuple[str, Track]] = field(default_factory=list)  # (key, track) as the file has them, cut
-    #   at end_step, every instrument: what a fill keeps note for note (deeporb.generation.refill)
+    originals: list[tuple[str, Track]] = field(default_factory=list)  # (key, track) as the file has them, every
+    #   instrument, up to the bars asked: what a fill keeps note for note (deeporb.generation.refill)
 
 
 def load_primer(path: str | Path, vocab: Vocabulary, primer_bars: int, key_mode: str = "program") -> Primer:
@@ -116,9 +116,9 @@ def load_primer(path: str | Path, vocab: Vocabulary, primer_bars: int, key_mode:
         words[key] = [w for b in range(nbars) for w in (bars[b] if b < len(bars) else headers[b])]
     end_q = end_step / config.resolution
     tempos = [(q, qpm) for q, qpm in piece.tempos if q < end_q or q == 0]
-    originals = []
+    originals = []  # every track up to the bars asked (not only to the known parts' last bar)
     for key, t in keyed:
-        early = np.floor(t.notes["onset"] * config.resolution + 0.5) < end_step
+        early = np.floor(t.notes["onset"] * config.resolution + 0.5) < lines[primer_bars]
         originals.append((key, Track(t.name, t.program, t.is_drum, {c: v[early] for c, v in t.notes.items()})))
     return Primer(path, nbars, parts, words, meter, tempos, end_step, sorted(set(groups) - set(known)), originals)
 

@@ -58,7 +58,8 @@ def refill_tracks(
     order: list[str] | None = None,
 ) -> list[Track]:
     """The primer's tracks (file order, each named by its instrument key) with the notes of
-    the gap's parts in the gap's bars replaced by ``written``'s notes there; a gap part the
+    the gap's parts in the gap's bars replaced by ``written``'s notes there (tidied:
+    :func:`deeporb.generation.compose.tidy_notes`); a gap part the
     primer lacks becomes a new track after them (``programs[key]``: its program and drum
     flag), in the ``order`` asked (default: the gap's)."""
     config = vocab.config
@@ -82,13 +83,11 @@ def refill_tracks(
 
 
 def new_notes(grid: GridNotes | None, lines: np.ndarray, gap: Gap, vocab: Vocabulary) -> dict[str, np.ndarray]:
-    """The written notes that start in the gap, tidied, in quarters."""
-    from deeporb.generation.compose import tidy_notes  # compose imports this module
-
+    """The written notes (tidied by the caller) that start in the gap, in quarters."""
     grid = grid if grid is not None else GridNotes.concat([])
     inside = gap_notes(grid, lines, gap)
-    grid = GridNotes(*(getattr(grid, c)[inside] for c in ("onset", "duration", "pitch", "velocity_bin")))
-    return tidy_notes(grid).to_quarters(vocab.config)
+    return GridNotes(*(getattr(grid, c)[inside] for c in ("onset", "duration", "pitch", "velocity_bin"))).to_quarters(
+        vocab.config)
 
 
 def merge(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

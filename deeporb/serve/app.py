@@ -5,6 +5,10 @@ handlers (so a slow client or a queued request holds no thread) and a thread poo
 little blocking work a handler does (reading a primer). The model runs on one worker thread
 (:mod:`deeporb.serve.batcher`); handlers only await its futures.
 
+``POST /api/generate`` continues a primer, or with ``fill`` rewrites bars and parts of it (the
+rest kept note for note): the primer is a multipart upload, or in a JSON body the ``id`` of a
+piece this server wrote (``"primer": "q1V..."``), so a client can fill its pieces by id.
+
 Beside its own API it answers the original DeepOrb service's ``GET /generate/midi`` and
 ``GET /generate/wav``: a new piece by the same path, its file as the body.
 
@@ -43,9 +47,10 @@ from starlette.requests import ClientDisconnect
 
 from deeporb.checkpoints import checkpoint_or_default, load_generator
 from deeporb.errors import UserError
+from deeporb.generation.prompts import MAX_PRIMER_BARS
 from deeporb.render.audio import check_audio, check_render_length
 from deeporb.serve.batcher import Batcher, QueueFull
-from deeporb.serve.fields import FIELDS, Limits, RequestError, describe, read_fields
+from deeporb.serve.fields import FIELDS, REPEATED, Limits, RequestError, describe, read_fields
 from deeporb.serve.guard import HostCheck, guarded_protocol, host_names, is_loopback, trim_soon
 from deeporb.serve.pieces import KINDS, PieceStore
 from deeporb.serve.service import Composer
@@ -79,6 +84,8 @@ class ServeConfig:
     batch_window_ms: float = 10.0  # the worker waits this long for requests sent together, again while more come
     max_body_bytes: int = 2_000_000  # a larger request body is answered 413
     max_primer_bytes: int = 1_000_000  # a larger primer is answered 413
+    max_fill_primer_bars: int = 256  # a longer primer cannot be filled (413): a fill reads all of it and writes
+    #   it back whole (at most 1023; the bars it writes anew are at most max_bars)
     max_connections: int = 200  # open connections; one more is answered 503 (bodies held: at most this x max_body_bytes)
     idle_timeout_s: float = 5.0  # a connection with no request in progress is closed after this long idle
     header_timeout_s: float = 10.0  # ... and one whose request headers take longer than this to arrive
@@ -159,7 +166,7 @@ async def read_form(request: Request, body: bytes, primer_limit: int) -> tuple[d
             primer = value
         elif name == "primer":
             raise RequestError("primer must be a file upload (a MIDI file), not a text field")
-        elif name == "instruments":
+        elif name in REPEATED:  # instruments, fill.parts, fill.bars
             sent.setdefault(name, []).append(value)
         else:
             sent[name] = value
@@ -173,6 +180,9 @@ def check_limits(cfg: ServeConfig) -> None:
     for name in positive:
         if not getattr(cfg, name) > 0:
             raise UserError(f"{name} must be above 0 (got {getattr(cfg, name)})")
+    if not 1 <= cfg.max_fill_primer_bars < MAX_PRIMER_BARS:
+        raise UserError(f"max_fill_primer_bars must be between 1 and {MAX_PRIMER_BARS - 1} "
+                        f"(got {cfg.max_fill_primer_bars}): the longest primer a fill rewrites, in bars")
     check_render_length(0.0, cfg.render.max_seconds)
 
 
@@ -187,7 +197,8 @@ def create_app(cfg: ServeConfig, model, store: PieceStore | None = None) -> Fast
     vocab = model.vocab
     limits = Limits(cfg.max_bars, cfg.max_temperature, len(vocab), cfg.max_body_bytes, cfg.max_primer_bytes)
     store = store if store is not None else open_store(cfg)  # (an empty store is falsy)
-    composer = Composer(model, store, cfg.render, cfg.render_timeout_s, cfg.max_renders)
+    composer = Composer(model, store, cfg.render, cfg.render_timeout_s, cfg.max_renders, cfg.max_bars,
+                        cfg.max_fill_primer_bars)
     batcher = Batcher(composer.run_batch, cfg.max_queue, cfg.max_batch_rows, cfg.batch_window_ms / 1000)
     session = composer.session
     model_info = {
@@ -196,10 +207,12 @@ def create_app(cfg: ServeConfig, model, store: PieceStore | None = None) -> Fast
         "meters": sorted(session.time_signatures, key=lambda m: -int(session.time_signatures[m])),
         "default_meter": "{}/{}".format(*session.meter().signatures[0]),
         "qpm": session.qpm_median,
+        "fills": composer.can_fill,  # whether fill.parts / fill.bars can rewrite part of a primer
         **describe(vocab, limits),
     }
     model_info["limits"] |= {"queue": cfg.max_queue, "batch_rows": cfg.max_batch_rows, "keep_pieces": cfg.keep_pieces,
-                             "pieces_bytes": cfg.max_pieces_bytes, "wav_seconds": cfg.render.max_seconds}
+                             "pieces_bytes": cfg.max_pieces_bytes, "wav_seconds": cfg.render.max_seconds,
+                             "fill_primer_bars": composer.max_fill_primer_bars}
 
     @asynccontextmanager
     async def lifespan(_):
@@ -251,23 +264,41 @@ def create_app(cfg: ServeConfig, model, store: PieceStore | None = None) -> Fast
             raise RequestError(f"the server is busy ({e}); retry in a moment", 503) from None
         return await asyncio.wrap_future(future)
 
+    def served_primer(piece_id) -> tuple[str, bytes] | None:
+        """A JSON body's ``primer``: the id of a piece this server wrote and keeps -> (name, its MIDI)."""
+        if piece_id is None or piece_id == "":  # as a field left out
+            return None
+        if not isinstance(piece_id, str):
+            raise RequestError("primer in a JSON body is the id of a piece this server wrote (an answer's id); "
+                               "to upload a MIDI file, send multipart/form-data")
+        path = store.find(piece_id, "mid")
+        try:
+            data = path.read_bytes() if path is not None else None
+        except FileNotFoundError:  # pruned since it was found
+            data = None
+        if data is None:
+            raise RequestError(f"no piece {piece_id[:40]!r} here to use as primer (unknown, or pruned: the server "
+                               f"keeps the newest {cfg.keep_pieces} pieces); upload its MIDI as multipart/form-data", 404)
+        return f"{piece_id}.mid", data
+
     @app.post("/api/generate")
     async def generate(request: Request):
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in ("application/json", "multipart/form-data"):
             raise RequestError(f"send application/json or multipart/form-data (got {kind or 'no content type'!r})", 415)
         body = await read_body(request, cfg.max_body_bytes, cfg.body_timeout_s)
-        primer = None
         if kind == "application/json":
             sent = read_json(body)
+            settings = read_fields(sent, vocab, limits)
+            primer = served_primer(sent.get("primer"))
         else:
-            sent, primer = await read_form(request, body, cfg.max_primer_bytes)
-        settings = read_fields(sent, vocab, limits)
+            sent, upload = await read_form(request, body, cfg.max_primer_bytes)
+            settings = read_fields(sent, vocab, limits)
+            primer = None if upload is None else (Path(upload.filename or "primer.mid").name, await upload.read())
         if primer is None:
             plan = await run_in_threadpool(composer.plan, settings, None)
         else:
-            data = await primer.read()
-            name = Path(primer.filename or "primer.mid").name
+            name, data = primer
             if not data:
                 raise RequestError(f"primer {name!r} is empty; upload a MIDI file")
             if len(data) > cfg.max_primer_bytes:
@@ -317,7 +348,7 @@ def create_app(cfg: ServeConfig, model, store: PieceStore | None = None) -> Fast
         query = request.query_params
         if "primer" in query:
             raise RequestError("primer is an upload: POST it to /api/generate as multipart/form-data")
-        sent = {k: query.getlist(k) if k == "instruments" else query[k] for k in query}
+        sent = {k: query.getlist(k) if k in REPEATED else query[k] for k in query}
         plan = await run_in_threadpool(composer.plan, read_fields(sent, vocab, limits), None)
         piece = await composed(plan)
         path = await composer.file(piece.id, ext)

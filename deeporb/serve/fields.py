@@ -8,22 +8,31 @@ whose message is the one line the client sees; what needs the model (a primer, r
 ``min_bars`` within ``bars``) is checked by :func:`deeporb.generation.compose.plan`, before the
 request queues. :func:`describe` is the other side of the same contract: the limits and
 defaults ``GET /api/model`` announces.
+
+``fill`` (sample.py's ``fill.parts`` / ``fill.bars``) rewrites bars and parts of the primer,
+keeping its other notes: in JSON ``"fill": {"parts": ["drums"], "bars": [5, 8]}`` (either may be
+null or left out: every part of the primer, all its bars), in a form or a query the fields
+``fill.parts`` (repeated or comma-separated, as ``instruments``) and ``fill.bars`` (``5,8``,
+``5-8``, sent twice, or one bar ``5``). Bars are the primer's, 1-based, first and last included.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
-from deeporb.generation.compose import MAX_TEMPO, MIN_TEMPO, Settings
+from deeporb.generation.compose import MAX_TEMPO, MIN_TEMPO, Fill, Settings
 from deeporb.generation.draw import GREEDY_BELOW
 from deeporb.generation.prompts import MAX_PRIMER_BARS
 
 MAX_SEED = 2**31 - 1
 FIELDS = tuple(f.name for f in fields(Settings))
 DEFAULTS = asdict(Settings())
-FORM_ONLY = ("primer",)  # the upload; read by the app, not here
+FORM_ONLY = ("primer",)  # the upload (JSON: a served piece's id); read by the app, not here
+FILL_FIELDS = ("fill.parts", "fill.bars")  # fill's members as a form or query spells them
+REPEATED = ("instruments", *FILL_FIELDS)  # a form's fields that keep every value sent
 
 
 class RequestError(Exception):
@@ -103,12 +112,12 @@ def _temperature(value, most: float) -> float:
     return 0.0 if t < GREEDY_BELOW else t
 
 
-def _names(value) -> list[str]:
+def _names(value, name: str = "instruments") -> list[str]:
     """A JSON list of names, or form values (repeated fields and/or comma-separated)."""
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise RequestError(f"instruments must be a list of instrument names (got {_shown(value)})")
+        raise RequestError(f"{name} must be a list of instrument names (got {_shown(value)})")
     return [n.strip() for v in value for n in v.split(",") if n.strip()]
 
 
@@ -140,6 +149,59 @@ def _instruments(value, known: tuple[str, ...]) -> list[str]:
     return chosen
 
 
+def _fill_parts(value, known: tuple[str, ...]) -> list[str]:
+    """Instrument keys; one the primer lacks is added to the piece, so any the model knows."""
+    chosen = list(dict.fromkeys(_names(value, "fill.parts")))
+    if not chosen:
+        raise RequestError(f"fill.parts is empty; name one or more of: {', '.join(known)} "
+                           "(or leave it out: every part of the primer)")
+    bad = [k for k in chosen if k not in known]
+    if bad:
+        raise RequestError(f"unknown part {', '.join(map(_shown, bad[:5]))} in fill.parts; "
+                           f"this model knows: {', '.join(known)}")
+    return chosen
+
+
+def _fill_bars(value, most: int) -> list[int]:
+    """``[first, last]``: a JSON pair (or one number: that bar alone), or form strings ``5,8``,
+    ``5-8``, the field sent twice or once. At most ``most`` bars (the server's max_bars): a fill
+    writes them, as a request writes ``bars``."""
+    sent = value
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        split = []
+        for v in value:
+            span = re.fullmatch(r"\s*(\d{1,9})\s*-\s*(\d{1,9})\s*", v)
+            split += list(span.groups()) if span else v.split(",")
+        value = split
+    if not isinstance(value, list) or len(value) not in (1, 2):
+        raise RequestError(f"fill.bars must be [first, last], the primer's bars from 1, e.g. [5, 8] "
+                           f"(a form: 5,8) (got {_shown(sent)})")
+    bars = [_whole("fill.bars", v, 1, MAX_PRIMER_BARS) for v in value]
+    first, last = bars[0], bars[-1]
+    if first > last:
+        raise RequestError(f"fill.bars must be [first, last] with first <= last (got {_shown(sent)})")
+    if last - first + 1 > most:
+        raise RequestError(f"fill.bars {first}-{last} is {last - first + 1} bars, over this server's max_bars of "
+                           f"{most}; fill at most {most} bars at a time")
+    return [first, last]
+
+
+def _fill(value, known: tuple[str, ...], most: int) -> Fill:
+    """A JSON object ``{"parts": ..., "bars": ...}``: either may be null or left out."""
+    if not isinstance(value, Mapping):
+        raise RequestError(f'fill must be an object {{"parts": [...], "bars": [first, last]}} (in a form: the '
+                           f"fields fill.parts and fill.bars) (got {_shown(value)})")
+    unknown = sorted(str(k) for k in value if k not in ("parts", "bars"))
+    if unknown:
+        raise RequestError(f"unknown field {', '.join(_shown('fill.' + k) for k in unknown[:5])}; "
+                           "fill has parts and bars")
+    given = {k: v for k, v in value.items() if v is not None and v != "" and v != [""]}
+    return Fill(_fill_parts(given["parts"], known) if "parts" in given else None,
+                _fill_bars(given["bars"], most) if "bars" in given else None)
+
+
 # each field of Settings: how a sent value is read (value, the model's names, the limits)
 READERS = {
     "bars": lambda v, m, lim: _bars(v, lim.max_bars),
@@ -153,6 +215,7 @@ READERS = {
     "primer_bars": lambda v, m, lim: _whole("primer_bars", v, 0, MAX_PRIMER_BARS),
     "keep_primer": lambda v, m, lim: _flag("keep_primer", v),
     "tempo": lambda v, m, lim: _number("tempo", v, MIN_TEMPO, MAX_TEMPO),
+    "fill": lambda v, m, lim: _fill(v, m.instruments, lim.max_bars),
 }
 assert set(READERS) == set(FIELDS), "every sampling setting is a request field"
 
@@ -161,15 +224,26 @@ def read_fields(sent: Mapping, vocab, limits: Limits) -> Settings:
     """Check what a client sent against the model's names and the limits -> its ``Settings``
     (seeded: a fresh seed when none was sent, so the response can say which one it was).
 
-    ``sent`` maps field names to JSON values or form strings (a form's ``instruments`` may be a
-    list of its repeated values). A missing field, JSON ``null`` or an empty form string takes
-    the record's default.
+    ``sent`` maps field names to JSON values or form strings (a form's :data:`REPEATED` fields
+    may be lists of their values; ``fill.parts`` / ``fill.bars`` are read into ``fill``). A
+    missing field, JSON ``null`` or an empty form string takes the record's default.
     """
+    sent = fold_fill(sent)
     unknown = sorted(set(sent) - set(FIELDS) - set(FORM_ONLY))
     if unknown:
         raise RequestError(f"unknown field {', '.join(map(_shown, unknown[:5]))}; the fields are: {', '.join(FIELDS)}")
     given = {k: v for k, v in sent.items() if v is not None and v != "" and v != [""] and k in FIELDS}
     return Settings(**{k: READERS[k](v, vocab, limits) for k, v in given.items()}).seeded()
+
+
+def fold_fill(sent: Mapping) -> Mapping:
+    """``fill.parts`` / ``fill.bars`` (a form's, a query's, or JSON's dotted keys) as one ``fill``."""
+    dotted = {k.partition(".")[2]: sent[k] for k in FILL_FIELDS if k in sent}
+    if not dotted:
+        return sent
+    if sent.get("fill") not in (None, ""):
+        raise RequestError("send fill as one object or as fill.parts / fill.bars, not both")
+    return {**{k: v for k, v in sent.items() if k not in FILL_FIELDS}, "fill": dotted}
 
 
 def describe(vocab, limits: Limits) -> dict:
@@ -187,6 +261,7 @@ def describe(vocab, limits: Limits) -> dict:
             "seed": [0, MAX_SEED],
             "primer_bars": [0, MAX_PRIMER_BARS],
             "tempo": [MIN_TEMPO, MAX_TEMPO],
+            "fill_bars": [1, limits.max_bars],  # bars one fill writes (fill.bars: first and last, from 1)
             "body_bytes": limits.body_bytes,
             "primer_bytes": limits.primer_bytes,
         },

@@ -2,7 +2,8 @@
 
 The steps are ``sample.py``'s, from :mod:`deeporb.generation.compose`: :meth:`Composer.plan`
 (on a handler's thread pool) reads the primer and calls :func:`~deeporb.generation.compose.plan`,
-so a bad primer or setting is a 400 before anything queues; :meth:`Composer.run_batch` (on the
+so a bad primer or setting is a 400 before anything queues (a fill reads its whole primer, as
+sample.py does, up to ``max_fill_primer_bars`` bars, and writes at most ``max_bars`` of them); :meth:`Composer.run_batch` (on the
 batcher's worker thread) runs :func:`~deeporb.generation.compose.generate_plans` once for every
 plan of a batch, each drawing from its own generator seeded with its seed, so a piece depends
 on its request alone, then :func:`~deeporb.generation.compose.finish` for each. The service adds
@@ -38,7 +39,7 @@ import numpy as np
 from deeporb.checkpoints import facts
 from deeporb.errors import UserError
 from deeporb.generation.compose import Composition, Plan, Settings, finish, generate_plans, plan
-from deeporb.generation.prompts import bar_grid, load_primer
+from deeporb.generation.prompts import MAX_PRIMER_BARS, bar_grid, load_primer
 from deeporb.midi import write_midi
 from deeporb.render.audio import check_render_length
 from deeporb.render.musicxml import write_musicxml
@@ -80,11 +81,13 @@ class Piece:
 
 
 class Composer:
-    def __init__(self, model, store: PieceStore, render: RenderConfig,
-                 render_timeout_s: float = 60.0, max_renders: int = 2) -> None:
+    def __init__(self, model, store: PieceStore, render: RenderConfig, render_timeout_s: float = 60.0,
+                 max_renders: int = 2, max_bars: int = 64, max_fill_primer_bars: int = 256) -> None:
         self.model, self.store, self.render_cfg = model, store, render
         self.render_timeout_s = render_timeout_s
+        self.max_bars, self.max_fill_primer_bars = max_bars, min(max_fill_primer_bars, MAX_PRIMER_BARS - 1)
         self.vocab, self.session = model.vocab, facts(model)
+        self.can_fill = self.session.view == "score" and bool(getattr(self.vocab, "fills", False))
         self.pieces: dict[str, Piece] = {}  # kept pieces, for rendering on demand
         self._render_lock = threading.Lock()  # pyplot's state is global: one drawing at a time
         self._score_lock = threading.Lock()  # music21 keeps global state too (and the GIL gains nothing)
@@ -94,14 +97,36 @@ class Composer:
     def plan(self, settings: Settings, primer: Path | None, primer_name: str = "primer") -> Plan:
         """Read the primer (if any), then :func:`deeporb.generation.compose.plan`: whatever the
         checkpoint cannot honour is a :class:`RequestError`."""
+        fill = settings.fill.asked
+        if fill and not self.can_fill:  # before reading a primer: no primer would help
+            raise RequestError("this model cannot fill: it was trained without fill examples (a score-view "
+                               "checkpoint trained with data.fill_share above 0 can); leave fill out")
+        if fill and primer is None:
+            raise RequestError("fill.parts / fill.bars rewrite part of a primer: upload the piece as primer "
+                               "(multipart/form-data), or send a served piece's id as primer")
         try:
             loaded = None
             if primer is not None:
-                loaded = load_primer(primer, self.vocab, settings.primer_bars, self.session.instrument_key)
+                # a fill reads its whole primer: one bar past the limit tells a longer one from one that long
+                bars = self.max_fill_primer_bars + 1 if fill else settings.primer_bars
+                loaded = load_primer(primer, self.vocab, bars, self.session.instrument_key)
+                if fill:
+                    self.check_fill(settings, loaded.bars, primer_name)
             return plan(self.model, settings, 1, loaded)
         except UserError as e:  # a primer's line names the upload's temporary path and a CLI fix
             message = str(e).replace(repr(str(primer)), repr(primer_name)).removesuffix("; pass primer=FILE.mid")
             raise RequestError(message) from None
+
+    def check_fill(self, settings: Settings, primer_bars: int, primer_name: str) -> None:
+        """A fill's bounds: the model reads the whole primer, which comes back whole, and writes
+        its gap as a request writes ``bars``."""
+        if primer_bars > self.max_fill_primer_bars:
+            raise RequestError(f"primer {primer_name!r} is over {self.max_fill_primer_bars} bars, the longest piece a "
+                               "fill rewrites here (max_fill_primer_bars); fill a shorter piece", 413)
+        if settings.fill.bars is None and primer_bars > self.max_bars:
+            raise RequestError(f"without fill.bars a fill rewrites all {primer_bars} bars of primer {primer_name!r}, "
+                               f"over this server's max_bars of {self.max_bars}; send fill.bars [first, last] "
+                               f"of at most {self.max_bars} bars")
 
     def job(self, planned: Plan) -> Job:
         """Requests share a batch when their plans can generate together (:meth:`Plan.batch_key`)."""
