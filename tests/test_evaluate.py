@@ -124,7 +124,7 @@ def test_checkpoints_with_other_windows_share_the_tracks_table(run, sessions_dir
     """A seed-like run (windows of 16 words): one table with whole tracks, two with windows."""
     short = run_train(
         tmp_path, sessions_dir, "data=default", "data.session=chorales", f"data.val_fraction={VAL}",
-        f"data.test_fraction={TEST}", "data.seq_len=16", "data.repeat_bars=0", "data.batch_size=8", "model.embed_dim=8",
+        f"data.test_fraction={TEST}", "data.seq_len=16", "data.repeat_bars=0", "data.fill_share=0", "data.batch_size=8", "model.embed_dim=8",
         "model.hidden_size=16", "model.num_layers=1", "trainer.max_epochs=1",
     )
     ckpts = [("long", run["best_checkpoint"]), ("short", short["best_checkpoint"])]

@@ -1,0 +1,429 @@
+"""Fills (issue 20): does writing a gap after reading what surrounds it help, on held-out chorales?
+
+    python benchmarks/fill.py [--minutes 6] [--samples 2] [--pieces N] [--orders 1 2 ... 10]
+        [--parallel 2] [--reuse-runs] [--no-write] [--report-only] [--threads 1]
+
+Two models train with ``python train.py data=bach_chorales`` under the same wall-clock budget
+(``--minutes`` each, ``trainer.max_time``; two side by side, one thread each, so they share the
+machine alike): ``today`` with ``data.fill_share=0`` (left to right only, the model before fills)
+and ``fills`` with the default fill share. Both are the demo-sized network (lstm_small at 192
+units) on 4,096 words a step in windows of 1,024 words (whole chorales, as the bundled model),
+best checkpoint by val/loss. Then, on the held-out test chorales:
+
+* **likelihood**: bits/note of the notes in a gap (``deeporb.evaluation.fills``, what
+  ``python evaluate.py`` prints): 4 middle bars of every voice, and each voice throughout. The
+  fill model reads the whole piece with the gap before writing it; today's model and an
+  interpolated Kneser-Ney n-gram (order and discounts chosen on the validation chorales) score
+  the same notes' words left to right. Goal: fills at most 0.85x today's.
+* **harmonization**: the real soprano kept, alto, tenor and bass written by the fill model
+  (``Fill(parts=["alto", "tenor", "bass"])``, ``--samples`` per chorale, the chorale given as a
+  MIDI primer); consonance between the parts and one-key fit (``deeporb.evaluation.cross_part``)
+  beside Bach's own four voices and a shuffled-voice floor (the soprano kept, each lower voice
+  taken from another held-out chorale and cut to its length, as ``benchmarks/ensemble.py``'s
+  floor). Goal: within 0.03 of Bach.
+* **seams**: the 4 middle bars of every voice written anew; the leap in semitones of each voice
+  into the span (its last note before -> its first inside) and out of it (last inside -> first
+  after), beside Bach's leaps at the same seams and at every bar line of the same voices.
+
+Writes its section of docs/benchmarks.md and ``OUT/results.json``; ``--report-only`` rewrites
+the section from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from evaluate_baselines import ROOT, fmt, run, training_options, use_threads  # noqa: E402
+from report import machine, write_section  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+from deeporb.checkpoints import facts as facts_of  # noqa: E402
+from deeporb.checkpoints import load_generator  # noqa: E402
+from deeporb.encoding.fills import bar_lines  # noqa: E402
+from deeporb.errors import UserError  # noqa: E402
+from deeporb.evaluation.cross_part import CROSS_PART_FEATURES, cross_part_features  # noqa: E402
+from deeporb.evaluation.fills import (  # noqa: E402
+    GAP_KINDS,
+    HeldOutPiece,
+    describe_gaps,
+    fill_scores,
+    held_out_pieces,
+    standard_gaps,
+)
+from deeporb.evaluation.likelihood import DEFAULT_ORDERS, datamodule_for, fit_ngram, split_sequences  # noqa: E402
+from deeporb.generation.compose import Fill, Settings, compose  # noqa: E402
+from deeporb.generation.prompts import MAX_PRIMER_BARS, load_primer  # noqa: E402
+from deeporb.midi import Track, write_midi  # noqa: E402
+
+VARIANTS = {"today": ("data.fill_share=0",), "fills": ()}  # fills: the default data.fill_share
+NETWORK = ("model=lstm_small", "model.embed_dim=192", "model.hidden_size=192", "data.seq_len=1024",
+           "data.batch_size=4", "model.scheduler.warmup_steps=30")
+VAL_EVERY = 100  # optimizer steps between validations (the best checkpoint by val/loss is kept)
+LOWER = ["alto", "tenor", "bass"]  # what harmonizing a melody writes
+GOAL_RATIO, GOAL_GAP = 0.85, 0.03
+SHOWN = ("cross_part_consonance", "key_consistency")
+BIG_LEAP = 7  # semitones: a leap wider than a fifth
+
+
+# ---------------------------------------------------------------------------------------
+# training
+
+
+def train(variant: str, minutes: float, out: Path, reuse: bool) -> dict:
+    """``python train.py data=bach_chorales`` for ``minutes`` of wall clock; its metrics.json."""
+    run_dir = out / variant
+    metrics_path = run_dir / "metrics.json"
+    if reuse and metrics_path.is_file():
+        print(f"  {variant}: reusing {run_dir}", flush=True)
+        return {**json.loads(metrics_path.read_text()), "reused": True}
+    budget = time.strftime("00:%H:%M:%S", time.gmtime(round(minutes * 60)))
+    print(f"  {variant}: training for {budget} ...", flush=True)
+    t0 = time.perf_counter()
+    run([sys.executable, "train.py", "data=bach_chorales", *NETWORK, *VARIANTS[variant], "trainer=cpu", "logger=csv",
+         f"trainer.max_time={budget}", "trainer.min_epochs=0", "trainer.max_epochs=1000", "trainer.max_steps=-1",
+         f"trainer.val_check_interval={VAL_EVERY}", "trainer.check_val_every_n_epoch=null",
+         "trainer.num_sanity_val_steps=0", "callbacks.early_stopping=null", "callbacks.rich_progress_bar=null",
+         "callbacks.samples=null", "trainer.enable_progress_bar=false", "test=false", "seed=0",
+         f"hydra.run.dir={run_dir}"], run_dir.with_suffix(".log"))
+    metrics = json.loads(metrics_path.read_text())
+    metrics["seconds"] = time.perf_counter() - t0
+    if not metrics.get("best_checkpoint"):  # the budget ran out before the first validation
+        metrics["best_checkpoint"] = metrics["last_checkpoint"]
+        metrics["no_validation"] = True
+    metrics_path.write_text(json.dumps(metrics, indent=1) + "\n")
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------
+# pieces as note columns, primers as MIDI files
+
+
+def as_columns(piece: HeldOutPiece, config, keys=None) -> dict:
+    """A held-out piece as cross_part reads it: one part of note columns (quarters) per voice."""
+    keys = sorted(piece.parts) if keys is None else keys
+    return {"parts": [{**piece.parts[k].to_quarters(config), "instrument": k} for k in keys if k in piece.parts]}
+
+
+def composition_columns(composition) -> dict:
+    return {"parts": [{**t.notes, "instrument": t.name, "is_drum": t.is_drum} for t in composition.tracks]}
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def beats_per_bar(piece: HeldOutPiece) -> float:
+    n, d = piece.meter.signatures[0]
+    return 4.0 * n / d
+
+
+def write_primer(piece: HeldOutPiece, facts, folder: Path) -> Path:
+    """The piece as a MIDI file, one track per voice named by its key, as a user's primer."""
+    config = facts.encoding
+    tracks = [Track(k, *facts.instrument_program(k), g.to_quarters(config)) for k, g in sorted(piece.parts.items())]
+    name = Path(piece.name).name
+    return write_midi(folder / (name if name.endswith(".mid") else name + ".mid"), tracks,
+                      [(0.0, float(facts.qpm_median))], piece.meter.changes(config))
+
+
+def cut(part: dict, end: float) -> dict:
+    """A part's notes that start before ``end`` (quarters), held at most to ``end``."""
+    keep = np.asarray(part["onset"]) < end
+    out = {k: (np.asarray(v)[keep] if isinstance(v, np.ndarray) else v) for k, v in part.items()}
+    out["duration"] = np.minimum(out["duration"], end - out["onset"])
+    return out
+
+
+def shuffled_lower_voices(pieces: list[dict]) -> list[dict]:
+    """Piece i's soprano with voice k of ``LOWER`` from piece i + 1 + k, cut to piece i's length:
+    real voices that never sang together (``benchmarks/ensemble.py``'s floor, melody kept)."""
+    out = []
+    for i, piece in enumerate(pieces):
+        by_voice = {p["instrument"]: p for p in piece["parts"]}
+        end = max(float(np.max(p["onset"] + p["duration"])) for p in piece["parts"] if len(p["onset"]))
+        parts = [by_voice["soprano"]]
+        for k, voice in enumerate(LOWER):
+            source = {p["instrument"]: p for p in pieces[(i + 1 + k) % len(pieces)]["parts"]}
+            if voice in source:
+                parts.append(cut(source[voice], end))
+        out.append({"parts": parts})
+    return out
+
+
+def mean_features(pieces: list[tuple[dict, float]]) -> dict:
+    """Mean of each cross-part feature over (piece, beats per bar) pairs, NaNs skipped."""
+    values = [cross_part_features(p, bpb) for p, bpb in pieces]
+    out = {f: float(np.nanmean([v[f] for v in values])) if values else math.nan for f in CROSS_PART_FEATURES}
+    out["pieces"] = len(values)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# seams
+
+
+def top_at(steps: np.ndarray, pitch: np.ndarray, mask: np.ndarray, last: bool) -> int | None:
+    """The highest pitch at the latest (``last``) or earliest onset among ``mask``; None if none."""
+    if not mask.any():
+        return None
+    at = steps[mask].max() if last else steps[mask].min()
+    return int(pitch[mask & (steps == at)].max())
+
+
+def leap(notes: dict, a: int, b: int, c: int, resolution: int) -> int | None:
+    """|first note in [b, c) - last note in [a, b)| in semitones (grid steps a <= b < c)."""
+    steps = np.rint(np.asarray(notes["onset"]) * resolution).astype(np.int64)
+    pitch = np.asarray(notes["pitch"])
+    before = top_at(steps, pitch, (steps >= a) & (steps < b), last=True)
+    after = top_at(steps, pitch, (steps >= b) & (steps < c), last=False)
+    return None if before is None or after is None else abs(after - before)
+
+
+def seam_leaps(parts: dict[str, dict], lines: np.ndarray, first: int, last: int, resolution: int) -> dict:
+    """Each voice's leap into bars ``first``..``last`` (0-based) and out of them."""
+    start, end, stop = int(lines[first]), int(lines[last + 1]), int(lines[-1]) + 10**9
+    into = [leap(parts[k], 0, start, end, resolution) for k in sorted(parts)]
+    out = [leap(parts[k], start, end, stop, resolution) for k in sorted(parts)]
+    return {"into": [x for x in into if x is not None], "out_of": [x for x in out if x is not None]}
+
+
+def bar_line_leaps(parts: dict[str, dict], lines: np.ndarray, resolution: int) -> list[int]:
+    """Each voice's leap across every inner bar line: last note of a bar -> first of the next."""
+    found = []
+    for notes in parts.values():
+        for b in range(1, len(lines) - 1):
+            x = leap(notes, int(lines[b - 1]), int(lines[b]), int(lines[b + 1]), resolution)
+            if x is not None:
+                found.append(x)
+    return found
+
+
+def leap_summary(leaps: list[int]) -> dict:
+    a = np.asarray(leaps, dtype=np.float64)
+    return {"n": len(a), "mean": float(a.mean()) if len(a) else math.nan,
+            "median": float(np.median(a)) if len(a) else math.nan,
+            "share_over_fifth": float((a > BIG_LEAP).mean()) if len(a) else math.nan}
+
+
+# ---------------------------------------------------------------------------------------
+# the measurements
+
+
+def likelihood(models: dict, pieces: list[HeldOutPiece], dm, orders) -> dict:
+    print("  likelihood: fitting the n-gram, scoring the gaps ...", flush=True)
+    baseline = fit_ngram(split_sequences(dm, "train", "tracks"), split_sequences(dm, "val", "tracks"),
+                         len(dm.vocab), orders)
+    scores = fill_scores(list(models.items()), pieces, baseline.lm, baseline.name, dm.vocab)
+    return {"data": describe_gaps(pieces, dm.vocab.config), "rows": [s.as_dict() for s in scores]}
+
+
+def harmonize(model, pieces: list[HeldOutPiece], samples: int, folder: Path) -> dict:
+    """Alto, tenor and bass written under each held-out soprano, beside Bach's and a floor."""
+    facts, vocab = facts_of(model), model.vocab
+    config = facts.encoding
+    done, bach, written = [], [], []
+    for i, piece in enumerate(pieces):
+        if not set(LOWER) | {"soprano"} <= set(piece.parts):
+            continue
+        primer = load_primer(write_primer(piece, facts, folder), vocab, MAX_PRIMER_BARS, facts.instrument_key)
+        try:
+            made = compose(model, Settings(fill=Fill(parts=list(LOWER), bars=None), seed=i), samples, primer)
+        except UserError as e:  # the meter changes: a fill's bars share one length
+            print(f"    {piece.name}: skipped ({e})", flush=True)
+            continue
+        done.append(piece)
+        bpb = beats_per_bar(piece)
+        bach.append((as_columns(piece, config), bpb))
+        written += [(composition_columns(c), bpb) for c in made]
+    floor = shuffled_lower_voices([p for p, _ in bach])
+    return {"pieces": len(done), "skipped": len(pieces) - len(done), "samples": samples,
+            "bach": mean_features(bach), "fills": mean_features(written),
+            "shuffled": mean_features(list(zip(floor, [b for _, b in bach], strict=True)))}
+
+
+def seams(model, pieces: list[HeldOutPiece], samples: int, folder: Path) -> dict:
+    """The 4 middle bars of every voice written anew: leaps into and out of them."""
+    facts, vocab = facts_of(model), model.vocab
+    config = facts.encoding
+    res = config.resolution
+    model_leaps = {"into": [], "out_of": []}
+    bach_leaps = {"into": [], "out_of": []}
+    every: list[int] = []
+    used = 0
+    for i, piece in enumerate(pieces):
+        gaps = standard_gaps(piece, config)["bars4"]
+        real = {k: g.to_quarters(config) for k, g in piece.parts.items()}
+        primer_path = write_primer(piece, facts, folder)
+        primer = load_primer(primer_path, vocab, MAX_PRIMER_BARS, facts.instrument_key)
+        lines, _ = bar_lines(primer.meter, primer.bars, vocab)
+        every += bar_line_leaps(real, lines, res)
+        if not gaps:
+            continue
+        first, last = gaps[0].bars[0], gaps[0].bars[-1]
+        made = compose(model, Settings(fill=Fill(parts=None, bars=[first + 1, last + 1]), seed=1000 + i), samples,
+                       primer)
+        used += 1
+        for kind, found in seam_leaps(real, lines, first, last, res).items():
+            bach_leaps[kind] += found
+        for c in made:
+            for kind, found in seam_leaps({t.name: t.notes for t in c.tracks}, lines, first, last, res).items():
+                model_leaps[kind] += found
+    return {"pieces": used, "samples": samples,
+            "fills": {k: leap_summary(v) for k, v in model_leaps.items()},
+            "bach_same_seams": leap_summary(bach_leaps["into"] + bach_leaps["out_of"]),
+            "bach_bar_lines": leap_summary(every)}
+
+
+# ---------------------------------------------------------------------------------------
+# the report
+
+
+def markdown(results: dict) -> str:
+    s = results["settings"]
+    runs = results["runs"]
+    lik = results["likelihood"]
+    d = lik["data"]
+    rows = lik["rows"]
+    steps = ", ".join(f"`{v}` {runs[v]['global_step']:,} steps" + (" (no validation: last weights)"
+                                                                      if runs[v].get("no_validation") else "")
+                      for v in runs)
+    lines = [
+        "## Fills: a gap written from what surrounds it (`benchmarks/fill.py`)",
+        "",
+        f"{s['machine']}. `python benchmarks/fill.py --minutes {s['minutes']:g} --samples {s['samples']}"
+        + (f" --pieces {s['pieces']}" if s.get("pieces") else "") + "`; "
+        f"{s['seconds'] / 60:.1f} minutes in all. Two models trained by `python train.py data=bach_chorales` for "
+        f"{s['minutes']:g} wall-clock minutes each, side by side (one torch thread each): `today` with "
+        "`data.fill_share=0` (left to right only) and `fills` with the default fill share; both lstm_small at 192 "
+        f"units on 4 windows of 1,024 words a step, best checkpoint by val/loss ({steps}). Everything below is "
+        f"measured on the {d['pieces']} held-out test chorales.",
+        "",
+        f"**Likelihood.** Bits/note of the notes in a gap: `bars4` = 4 middle bars of every voice ({d['bars4']['gaps']} "
+        f"gaps, {d['bars4']['notes']:,} notes), `part` = each voice throughout the chorale, the mean of the four "
+        f"voices' bits/note ({d['part']['gaps']} gaps, {d['part']['notes']:,} notes; {d['part']['skipped_pieces']} "
+        "chorales that change meter left out). *fill*: the words of the fill, after the whole chorale with its gap "
+        "(`python evaluate.py`'s fill table); *left to right*: the words of the same notes in the plain score "
+        "(all words of the 4 bars; a voice's own words, and the onsets only it sings). Every row divides by the "
+        "same notes.",
+        "",
+        "| model | reads | bars4 bits/note | part bits/note | " + " | ".join(d["part"]["parts"]) + " |",
+        "|---|---|---:|---:|" + "---:|" * len(d["part"]["parts"]),
+    ]
+    for r in rows:
+        each = [fmt(r["part"]["parts"].get(k, {}).get("bits_per_note")) for k in d["part"]["parts"]]
+        lines.append(f"| {r['name']} | {r['how']} | {fmt(r['bars4']['bits_per_note'])} | "
+                     f"{fmt(r['part']['bits_per_note'])} | " + " | ".join(each) + " |")
+    fill = next((r for r in rows if r["name"] == "fills" and r["how"] == "fill"), None)
+    today = next((r for r in rows if r["name"] == "today"), None)
+    if fill and today:
+        ratios = {k: (fill["bars4"]["bits_per_note"] if k == "bars4" else fill["part"]["bits_per_note"])
+                  / (today["bars4"]["bits_per_note"] if k == "bars4" else today["part"]["bits_per_note"])
+                  for k in GAP_KINDS}
+        lines += ["", "Fills over today's: " + ", ".join(
+            f"{k} {fmt(v)}x ({'meets' if v <= GOAL_RATIO else 'misses'} the goal of at most {GOAL_RATIO}x)"
+            for k, v in ratios.items()) + "."]
+    h = results["harmonization"]
+    lines += [
+        "",
+        f"**Harmonization.** For each of {h['pieces']} held-out chorales (of {h['pieces'] + h['skipped']}; "
+        "the others change meter or lack a voice), the real soprano kept and alto, tenor and bass written by `fills` "
+        f"(`Fill(parts=[alto, tenor, bass])`, the chorale as the primer, {plural(h['samples'], 'sample')} each, temperature "
+        "1.0, top-p 0.95). Consonance: share of simultaneous note pairs of different voices whose interval mod 12 "
+        "is in {0,3,4,5,7,8,9}; one-key fit: share of each voice's notes in the scale of the ensemble's "
+        "Krumhansl-Schmuckler key. Shuffled floor: each lower voice from another held-out chorale.",
+        "",
+        "| set | " + " | ".join(f.replace("_", " ") for f in CROSS_PART_FEATURES) + " |",
+        "|---|" + "---:|" * len(CROSS_PART_FEATURES),
+    ]
+    for key, label in (("bach", "Bach's four voices"), ("fills", "soprano + fills' alto/tenor/bass"),
+                       ("shuffled", "soprano + shuffled voices")):
+        lines.append(f"| {label} | " + " | ".join(fmt(h[key][f]) for f in CROSS_PART_FEATURES) + " |")
+    gaps = {f: abs(h["fills"][f] - h["bach"][f]) for f in SHOWN}
+    lines += ["", "Distance from Bach: " + ", ".join(
+        f"{f.replace('_', ' ')} {fmt(v)} ({'meets' if v <= GOAL_GAP else 'misses'} the goal of {GOAL_GAP})"
+        for f, v in gaps.items()) + "."]
+    m = results["seams"]
+    lines += [
+        "",
+        f"**Seams.** The 4 middle bars of every voice written anew by `fills` ({m['pieces']} chorales, "
+        f"{plural(m['samples'], 'sample')} each); the leap of each voice into the span (its last note before -> first "
+        "inside) and out of it (last inside -> first after), in semitones (the top note where a voice sings two), "
+        "beside Bach's at the same seams and across every bar line of the same voices.",
+        "",
+        "| leaps | count | mean | median | wider than a fifth |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, x in (("fills: into the span", m["fills"]["into"]), ("fills: out of the span", m["fills"]["out_of"]),
+                     ("Bach: the same seams", m["bach_same_seams"]), ("Bach: every bar line", m["bach_bar_lines"])):
+        lines.append(f"| {label} | {x['n']:,} | {fmt(x['mean'], 2)} | {fmt(x['median'], 1)} | "
+                     f"{fmt(x['share_over_fifth'])} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=6.0, help="training budget per model")
+    parser.add_argument("--samples", type=int, default=2, help="fills written per chorale (harmonization, seams)")
+    parser.add_argument("--pieces", type=int, default=None, help="only the first N test chorales (a quick check)")
+    parser.add_argument("--orders", type=int, nargs="+", default=list(DEFAULT_ORDERS), help="n-gram orders to choose from")
+    parser.add_argument("--parallel", type=int, default=2, choices=(1, 2))
+    parser.add_argument("--report-only", action="store_true", help="rewrite the section from OUT/results.json")
+    training_options(parser, "outputs/benchmarks/fill")
+    args = parser.parse_args()
+    out = (ROOT / args.out).resolve()
+    if args.report_only:
+        text = markdown(json.loads((out / "results.json").read_text()))
+        print(text)
+        if not args.no_write:
+            write_section("fill", text)
+        return
+    use_threads(args.threads)
+    t0 = time.perf_counter()
+    print("encoding the Bach chorales", flush=True)
+    run([sys.executable, "encode.py", "dataset=bach_chorales", "progress=false"], out / "encode.log")
+    runs: dict = {}
+
+    def one(variant: str) -> None:
+        runs[variant] = train(variant, args.minutes, out, args.reuse_runs)
+
+    jobs = [threading.Thread(target=one, args=(v,)) for v in VARIANTS]
+    for i in range(0, len(jobs), args.parallel):  # side by side, so they share the machine alike
+        [j.start() for j in jobs[i : i + args.parallel]]
+        [j.join() for j in jobs[i : i + args.parallel]]
+    if set(runs) != set(VARIANTS):
+        raise SystemExit("a training run failed; see its log under " + str(out))
+    models = {v: load_generator(runs[v]["best_checkpoint"]) for v in VARIANTS}
+    if not models["fills"].vocab.fills:
+        raise SystemExit("the fills run has no fill words: train it with data.fill_share above 0")
+    dm = datamodule_for(facts_of(models["today"]))
+    pieces = held_out_pieces(dm)[: args.pieces]
+    folder = out / "primers"
+    folder.mkdir(parents=True, exist_ok=True)
+    results = {"runs": {v: {k: runs[v].get(k) for k in ("global_step", "seconds", "best_checkpoint", "no_validation")}
+                        for v in VARIANTS}}
+    results["likelihood"] = likelihood(models, pieces, dm, args.orders)
+    print("  harmonization: writing alto, tenor and bass under each soprano ...", flush=True)
+    results["harmonization"] = harmonize(models["fills"], pieces, args.samples, folder)
+    print("  seams: writing the 4 middle bars anew ...", flush=True)
+    results["seams"] = seams(models["fills"], pieces, args.samples, folder)
+    seconds = time.perf_counter() - t0 + sum(r.get("seconds", 0.0) for r in runs.values() if r.get("reused"))
+    results["settings"] = {"minutes": args.minutes, "samples": args.samples, "pieces": args.pieces,
+                           "orders": args.orders, "network": list(NETWORK), "machine": machine(), "seconds": seconds}
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    text = markdown(results)
+    print(text)
+    if not args.no_write:
+        write_section("fill", text)
+
+
+if __name__ == "__main__":
+    main()
