@@ -108,10 +108,13 @@ def test_a_random_network_gives_finite_bits_over_the_gaps_notes(pieces):
         for g in [s.bars4, *s.parts.values()]:
             assert math.isfinite(g.bits_per_note) and g.bits_per_note > 0
         assert s.part_bits_per_note == pytest.approx(np.mean([g.bits_per_note for g in s.parts.values()]))
-    # the fill's words: everything after `fill inst_...` through <eos>
+    # the fill's words: all of them for every part (bars4), a part's own for a part (the others given)
     fill = scores[0]
     made = F.fill_sequences(pieces, VOCAB)
-    assert fill.bars4.words + sum(g.words for g in fill.parts.values()) == sum(len(s) - h for *_, s, h in made)
+    weights = [F.fill_weights(s, h, VOCAB, gap) for _, _, gap, _, s, h in made]
+    assert fill.bars4.words + sum(g.words for g in fill.parts.values()) == sum(w.sum() for w in weights)
+    for (_, kind, _, _, s, h), w in zip(made, weights, strict=True):
+        assert (w == 1).all() if kind == "bars4" else 0 < w.sum() < len(s) - h
     p, gap = pieces[0], F.standard_gaps(pieces[0], VOCAB.config)["bars4"][0]
     head, tail = encode_fill(p.parts, p.meter, VOCAB, gap, p.style)
     assert np.array_equal(made[0][4], np.concatenate([head, tail])) and made[0][5] == len(head)

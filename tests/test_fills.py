@@ -17,12 +17,12 @@ from test_grammar import SMALL, assert_same_state, kind_value, random_walk
 
 from deeporb.data.datamodule import SessionDataModule
 from deeporb.data.fill_examples import fill_example
-from deeporb.encoding.fills import Gap, encode_fill
+from deeporb.encoding.fills import LOOKAHEAD, Gap, encode_fill
 from deeporb.encoding.grammar import KINDS, Walk
 from deeporb.encoding.score import decode_score, encode_score, quantize_parts
-from deeporb.encoding.words import BAR, EOS, FILL, HOLE, EncodingConfig, Meter, Vocabulary
+from deeporb.encoding.words import BAR, EOS, FILL, GRID_COLUMNS, HOLE, EncodingConfig, GridNotes, Meter, Vocabulary
 from deeporb.errors import UserError
-from deeporb.generation.compose import Fill, Settings, compose
+from deeporb.generation.compose import Fill, Settings, compose, generate_plans, plan
 from deeporb.generation.masks import Grammar
 from deeporb.generation.prompts import MAX_PRIMER_BARS, load_primer
 from deeporb.midi import read_midi
@@ -84,8 +84,8 @@ def test_random_walks_through_fill_sequences_decode_and_each_fill_bar_lands_in_i
 
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from([
-    (["<bos>", "inst_alto", "inst_bass", "bar", "ts_4/4", "hole", "pos_0", "inst_bass", "vel_1", "C2", "dur_1",
-      "bar", "bar", "hole", "fill", "inst_alto", "bar"], 2),
+    (["<bos>", "inst_alto", "inst_bass", "bar", "ts_4/4", "hole", "bar", "pos_0", "inst_bass", "vel_1", "C2", "dur_1",
+      "bar", "hole", "fill", "inst_alto", "inst_bass", "bar"], 2),
     (["<bos>", "style_bach", "inst_alto", "inst_soprano", "bar", "ts_3/4", "hole", "fill", "inst_alto",
       "inst_soprano", "bar"], 1),
 ]))
@@ -110,16 +110,23 @@ def chorale_parts(path, vocab):
 
 
 def test_a_fill_sequence_of_a_real_chorale_decodes_into_the_piece_at_its_start_middle_and_end(chorale_midi_dir):
+    """...up to LOOKAHEAD bars past the gap, where the sequence stops reading the piece."""
     vocab = Vocabulary(EncodingConfig(), VOICES, repeat_bars=16, fills=True)
     for path in sorted(chorale_midi_dir.glob("*.mid"))[:4]:
         parts, meter = chorale_parts(path, vocab)
         whole = decode_score(vocab.decode_ids(encode_score(parts, meter, vocab)), vocab)[0]
         nbars = encode_score(parts, meter, vocab).tolist().count(vocab.index[BAR])
+        lines, _ = meter.bar_lines(nbars * 96, vocab.config)
         for gap in (Gap((0, 1, 2, 3), VOICES), Gap((nbars // 2,), ("alto", "tenor")),
                     Gap((nbars - 2, nbars - 1), ("bass",)), Gap(tuple(range(nbars)), ("alto", "bass", "tenor"))):
             head, fill = encode_fill(parts, meter, vocab, gap)
-            assert decode_score(vocab.decode_ids(np.concatenate([head, fill])), vocab)[0] == whole, gap
+            got = decode_score(vocab.decode_ids(np.concatenate([head, fill])), vocab)[0]
+            end = lines[min(gap.bars[-1] + 1 + LOOKAHEAD, len(lines) - 1)]
+            for voice in VOICES:
+                g, w = got[voice], whole[voice]
+                assert g == GridNotes(*(getattr(w, c)[w.onset < end] for c in GRID_COLUMNS)), (gap, voice)
             assert head.tolist().count(vocab.index[HOLE]) == len(gap.bars)
+            assert vocab.decode_ids(head[-5:]) == ["fill", *(f"inst_{v}" for v in VOICES)]  # the fill writes bars whole
 
 
 def test_training_fill_examples_fit_the_window_and_hold_every_hole_they_mark(chorale_midi_dir):
@@ -184,6 +191,28 @@ def test_a_fill_keeps_every_note_outside_the_gap_exactly_as_the_file_had_it(chor
             bar = np.searchsorted(lines, track.notes["onset"] * 12 + 1e-6, side="right") - 1
             assert np.isin(gap, bar).any()
     assert len({tuple(p.tracks[1].notes["pitch"]) for p in pieces}) > 1  # three samples, drawn afresh
+
+
+def test_the_words_a_fill_writes_give_the_parts_it_keeps_note_for_note_at_their_onsets(chorale_midi_dir):
+    """The fill's bars are written whole: the kept parts' notes stand in them as the primer has
+    them (given to the sampler word by word), the asked parts are the model's."""
+    model = fill_model(seed=3)
+    primer = load_primer(sorted(chorale_midi_dir.glob("*.mid"))[3], model.vocab, MAX_PRIMER_BARS, "name")
+    for fill in (Fill(parts=["alto", "tenor", "bass"]), Fill(parts=["tenor"], bars=[2, 5])):
+        planned = plan(model, Settings(fill=fill, seed=4), 4, primer)
+        gap = planned.gap
+        start, end = gap.bars[0] * 48, (gap.bars[-1] + 1) * 48  # 4/4
+        for prompt, row in zip(planned.prompts, generate_plans(model, [planned])[0], strict=True):
+            written, _ = decode_score(model.vocab.decode_ids(prompt + row), model.vocab, strict=True)
+            for voice in VOICES:
+                g = written[voice]
+                inside = GridNotes(*(getattr(g, c)[(g.onset >= start) & (g.onset < end)] for c in GRID_COLUMNS))
+                p = primer.parts[voice]
+                given = GridNotes(*(getattr(p, c)[(p.onset >= start) & (p.onset < end)] for c in GRID_COLUMNS))
+                if voice in fill.parts:
+                    assert len(inside) and inside != given
+                else:
+                    assert inside == given, voice
 
 
 def test_a_part_the_primer_lacks_is_added_and_plays_in_every_sample(chorale_midi_dir, tmp_path):

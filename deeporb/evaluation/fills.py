@@ -12,9 +12,11 @@ pieces (score view) and two standard gaps (:func:`standard_gaps`):
 
 How each row scores a gap's notes:
 
-* **fill** (a checkpoint with ``vocab.fills``): the bits of the fill's words, everything after
-  the fill header ``fill inst_P ...`` up to and including ``<eos>``, of the sequence
-  :func:`deeporb.encoding.fills.encode_fill` writes: the whole piece with holes, then the fill.
+* **fill** (a checkpoint with ``vocab.fills``): in the sequence
+  :func:`deeporb.encoding.fills.encode_fill` writes (the piece up to a few bars past the gap,
+  the gap's bars holes, then the gap's bars whole), the bits of the gap's words in the fill's
+  bars, counted as below for a plain row (:func:`fill_weights`): the parts the fill keeps stand
+  there too, as sampling gives them, and are not the gap's.
 * **left to right** (any checkpoint, and the n-gram): the bits, in the plain score row
   (:func:`deeporb.encoding.score.encode_score`), of the words that belong to the gap's notes
   (:func:`plain_weights`): for ``bars4`` every word of those bars, from each bar's ``bar`` word
@@ -321,9 +323,22 @@ def fill_sequences(pieces: Sequence[HeldOutPiece], vocab: Vocabulary) -> list[tu
     return out
 
 
+def fill_weights(seq: np.ndarray, head: int, vocab: Vocabulary, gap: Gap) -> np.ndarray:
+    """How much of each word of a fill's bars (``seq[head:]``) belongs to the gap's notes: the
+    fill writes its bars whole, the parts it keeps given at sampling, so the gap's words there
+    are counted as :func:`plain_weights` counts them in a plain row (its ``<eos>`` too, when the
+    gap holds every part: the fill ends there)."""
+    header = seq[: int(np.argmax(seq == vocab.index[BAR]))]
+    bars = Gap(tuple(range(len(gap.bars))), gap.parts)
+    weights = plain_weights(np.concatenate([header, seq[head:]]), vocab, bars)[len(header):]
+    every_part = {vocab.instruments[int(i) - vocab.inst0] for i in header if vocab.kinds[i] == _KIND["inst"]}
+    weights[-1] = float(every_part <= set(gap.parts))
+    return weights
+
+
 def score_fill(name: str, model, pieces: Sequence[HeldOutPiece], batch_size: int = 32, about: str = "") -> FillScore:
-    """The gaps' notes as a fill checkpoint writes them: the bits of each fill's words
-    (after ``fill inst_P ...``, through ``<eos>``) given the piece with its holes."""
+    """The gaps' notes as a fill checkpoint writes them: the bits of the gap's words in each
+    fill's bars (:func:`fill_weights`) given the piece with its holes and the notes it keeps."""
     vocab = model.vocab
     if not vocab.fills:
         raise ValueError("this checkpoint has no fill words; score it left to right")
@@ -332,7 +347,8 @@ def score_fill(name: str, model, pieces: Sequence[HeldOutPiece], batch_size: int
     score = FillScore(name, "fill", about=about)
     for (_, kind, gap, notes, seq, head), b in zip(made, bits, strict=True):
         assert seq[-1] == vocab.index[EOS]
-        _record(score, kind, gap, float(b[head - 1 :].sum()), notes, len(seq) - head)
+        w = fill_weights(seq, head, vocab, gap)
+        _record(score, kind, gap, float((w * b[head - 1 :]).sum()), notes, float(w.sum()))
     return score
 
 

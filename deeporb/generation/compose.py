@@ -37,6 +37,7 @@ from deeporb.encoding.words import BAR, GridNotes, Meter, Vocabulary, decode_wor
 from deeporb.errors import UserError
 from deeporb.generation.loop import draw_header, generate
 from deeporb.encoding.fills import Gap, fill_prompt
+from deeporb.generation.forced import kept_events
 from deeporb.generation.prompts import Primer, bar_grid, build_prompts, score_prompt
 from deeporb.generation.refill import gap_of, refill_tracks
 from deeporb.midi import Track
@@ -307,7 +308,7 @@ class Plan:
     settings: Settings  # its seed always set
     view: View
     prompts: list[list[int]]  # score: one per piece; tracks: one per part of each piece, piece by piece
-    ensembles: list[list[str] | None]  # per prompt: the parts that must play (score view, named parts)
+    ensembles: list[list[str] | None]  # per prompt: the parts that must play (score view, named parts; a fill's added)
     parts: list[str]  # tracks: each piece's parts, in its prompts' order; score: the named parts (None: [])
     styles: list[str | None]  # per piece
     meters: list[Meter]  # per piece, from the prompt's first bar: the style's meter, or the primer's
@@ -316,6 +317,7 @@ class Plan:
     start_step: int  # the first grid step written (the primer's end when its bars are not kept)
     gap: Gap | None = None  # a fill's: what the rows write (one bar per hole), instead of bars after the primer
     primer: Primer | None = None  # a fill's primer, which the written gap goes into
+    kept: tuple[list, set[int]] | None = None  # a fill's notes given word for word (forced.kept_events), their parts' ids
 
     @property
     def pieces(self) -> int:
@@ -383,8 +385,11 @@ def plan(model, settings: Settings, num_samples: int = 1, primer: Primer | None 
         gap = gap_of(settings.fill, primer, vocab)
         styles = styles_drawn()
         prompts = [fill_prompt(primer.parts, primer.meter, vocab, gap, s) for s in styles]
-        return Plan(settings, view, prompts, [list(gap.parts)] * len(prompts), [], styles,
-                    [primer.meter] * len(styles), primer.tempos or tempos, primer.bars, 0, gap, primer)
+        added = [k for k in gap.parts if k not in primer.parts]  # each must play (the kept ones may rest)
+        kept = (kept_events(primer.parts, primer.meter, vocab, gap),
+                {vocab.inst_id(k) for k in primer.parts if k not in gap.parts})
+        return Plan(settings, view, prompts, [added or None] * len(prompts), [], styles,
+                    [primer.meter] * len(styles), primer.tempos or tempos, primer.bars, 0, gap, primer, kept)
     if view == View.SCORE:
         given = named or (sorted(primer.parts) if primer else None)
         if given is None:  # the model draws the ensemble (and the style, unless given)
@@ -413,15 +418,18 @@ def generate_plans(model, plans: list[Plan]) -> list[list[list[int]]]:
     if any(p.batch_key() != plans[0].batch_key() for p in plans):
         raise ValueError("plans generated together must share one batch_key()")
     device = next(model.parameters()).device
-    prompts, generators, ensembles = [], [], []
+    prompts, generators, ensembles, kept = [], [], [], []
     for p in plans:
         g = torch.Generator(device=device).manual_seed(int(p.settings.seed))
         prompts += p.prompts
         generators += [g] * len(p.prompts)
-        ensembles += p.ensembles
+        ensembles += [None] * len(p.prompts) if p.gap else p.ensembles
+        kept += [p.kept] * len(p.prompts)
+    required = [e for p in plans for e in p.ensembles] if plans[0].gap else None  # a fill's added parts
     bars, min_bars = plans[0].bars
     [rows] = generate(model, prompts, 1, bars, s.temperature, s.top_k, s.top_p, view=plans[0].view,
-                      min_bars=min_bars, ensembles=ensembles if any(ensembles) else None, generators=generators)
+                      min_bars=min_bars, ensembles=ensembles if any(ensembles) else None, generators=generators,
+                      required=required, kept=kept if any(kept) else None)
     out, start = [], 0
     for p in plans:
         out.append(rows[start : start + len(p.prompts)])

@@ -12,6 +12,7 @@ import torch
 
 from deeporb.encoding.grammar import View
 from deeporb.generation.draw import choose
+from deeporb.generation.forced import KeptNotes
 from deeporb.generation.masks import MAX_BAR_WORDS, PLACE_WORDS, Grammar, GrammarState
 
 
@@ -29,6 +30,12 @@ def _read_prompts(model, grammar: Grammar, prompts: list[list[int]], bar_len: in
     return state, lstm, torch.cat([r[3] for r in rows])
 
 
+def named_parts(vocab, parts: list[str], device) -> torch.Tensor:
+    named = torch.zeros(len(vocab.instruments), dtype=torch.bool, device=device)
+    named[[vocab.instruments.index(k) for k in parts]] = True
+    return named
+
+
 @torch.inference_mode()
 def generate(
     model,
@@ -44,6 +51,8 @@ def generate(
     min_bars: int | None = None,
     ensembles: list[list[str] | None] | None = None,
     generators: list[torch.Generator] | None = None,
+    required: list[list[str] | None] | None = None,
+    kept: list[tuple[list, set[int]] | None] | None = None,
 ) -> list[list[list[int]]]:
     """Continue every prompt ``num_samples`` times by up to ``bars`` bars, all rows in one batch.
 
@@ -55,20 +64,28 @@ def generate(
     excluded). Rows that finish leave the batch, so a long row never makes short ones pay.
     ``generators`` (instead of ``seed``): one per prompt, prompts of one request sharing one,
     so each request's words do not depend on what else is in the batch (serve.py's batches).
+    ``required[j]``: parts that must play after prompt ``j`` without narrowing its ensemble (a
+    fill's added parts); ``kept[j]``: (events, kept part ids) of a fill prompt, the notes given
+    word for word (:class:`deeporb.generation.forced.KeptNotes`).
     """
     model.eval()
     device = next(model.parameters()).device
     vocab = model.vocab
     grammar = Grammar(vocab, max_bar_words, device=device, view=view)
     s, state, logits = _read_prompts(model, grammar, prompts, vocab.config.bar_steps(4, 4))
-    if not any(ensembles or ()):  # nothing required: a zero-width set skips the policy's work per step
+    if not any(ensembles or ()) and not any(required or ()):  # nothing required: skip the policy's work per step
         s.required = s.required[:, :0]
     for j, parts in enumerate(ensembles or ()):
         if parts is not None:
-            named = torch.zeros(len(vocab.instruments), dtype=torch.bool, device=device)
-            named[[vocab.instruments.index(k) for k in parts]] = True
-            s.ensemble[j], s.required[j] = named, named
+            s.ensemble[j], s.required[j] = named_parts(vocab, parts, device), named_parts(vocab, parts, device)
+    for j, parts in enumerate(required or ()):
+        if parts:
+            s.required[j] = named_parts(vocab, parts, device)
     n_rows = num_samples * len(prompts)
+    given = None
+    if any(kept or ()):
+        rows = [kept[r % len(prompts)] for r in range(n_rows)]
+        given = KeptNotes(vocab, [k and k[0] for k in rows], [k[1] if k else set() for k in rows])
     s = s.repeat(num_samples)
     state = (state[0].repeat(1, num_samples, 1), state[1].repeat(1, num_samples, 1))
     logits = logits.repeat(num_samples, 1)
@@ -83,10 +100,14 @@ def generate(
     active = torch.arange(n_rows, device=device)
     out: list[list[int]] = [[] for _ in range(n_rows)]
     steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, the words they keep)
-    max_steps = (bars + 1) * (max_bar_words + 4) + PLACE_WORDS * len(vocab.instruments)
+    max_steps = (bars + 1) * (max_bar_words + 4) + PLACE_WORDS * len(vocab.instruments) + (given.words if given else 0)
     for _ in range(max_steps):
         allowed = grammar.mask(s, target, min_target)
+        if given is not None:
+            given.restrict(allowed, s.pos, s.part)
         token = choose(torch.where(allowed, logits, -math.inf), temperature, top_k, top_p, generator)
+        if given is not None:
+            given.advance(token, s.vel)
         finished = grammar.advance(s, token, target)
         if bool(finished.any()):  # finished rows leave (their last word, bar or <eos>, is not kept)
             keep = ~finished
@@ -95,6 +116,8 @@ def generate(
                 break
             if generators is not None:
                 generator = [g for g, k in zip(generator, keep.tolist(), strict=True) if k]
+            if given is not None:
+                given.keep(keep.tolist())
             s = s.map(lambda t: t[keep])  # noqa: B023 (used at once)
             state = (state[0][:, keep], state[1][:, keep])
         steps.append((active, token))

@@ -1,0 +1,141 @@
+"""The notes a fill keeps, given to the sampler word for word while the model writes the rest.
+
+A fill's bars are written whole, every part in score order (:mod:`deeporb.encoding.fills`).
+The parts the fill does not rewrite keep their notes: each is an *event* (a bar of the fill,
+an onset, a part, its notes). :class:`KeptNotes` constrains the sampler so that every event is
+written exactly where it stands and nothing else of those parts is, and the model writes the
+asked parts around them, hearing each kept note at its onset. Only which words may stand is
+constrained (as the grammar's masks do), never which pitch the model picks for its own parts.
+
+The rules, per row, after the grammar's mask (:meth:`KeptNotes.restrict`):
+
+* after a kept part's ``inst_`` word, its notes' words follow as given (``vel_`` only where the
+  velocity changes, as the grammar has it), and no other note of it;
+* a kept part may be named only at its next event's onset; with an event pending in the bar,
+  an onset may not pass it, the bar may not close, and at its onset only parts below it (in
+  score order) or the part itself may be named;
+* where the grammar leaves nothing (a bar past its word limit), the step that brings the
+  pending event closer is taken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from deeporb.encoding.fills import Gap, bar_lines, check_gap
+from deeporb.encoding.words import BAR, EOS, GridNotes, Meter, Vocabulary
+
+
+@dataclass(frozen=True)
+class Event:
+    """A kept part's notes at one onset of one fill bar: (velocity bin, pitch word id, duration
+    word id) each, in the order the encoder writes them."""
+
+    pos: int
+    part: int  # its inst_ word id
+    notes: tuple[tuple[int, int, int], ...]
+
+
+def kept_events(parts: dict[str, GridNotes], meter: Meter, vocab: Vocabulary, gap: Gap) -> list[list[Event]]:
+    """Per hole, in order: the events of the parts the gap keeps (every part not in ``gap.parts``)."""
+    check_gap(gap, meter, vocab)
+    lines, _ = bar_lines(meter, gap.bars[-1] + 1, vocab)
+    durations = vocab.config.duration_steps
+    out: list[list[Event]] = [[] for _ in gap.bars]
+    for j, b in enumerate(gap.bars):
+        rows = []
+        for key in sorted(set(parts) - set(gap.parts)):
+            g = parts[key]
+            inside = (g.onset >= lines[b]) & (g.onset < lines[b + 1])
+            for on, dur, pitch, vel in zip(*(getattr(g, c)[inside].tolist() for c in ("onset", "duration", "pitch",
+                                                                                     "velocity_bin")), strict=True):
+                dur_id = vocab.dur0 + int(np.searchsorted(durations, dur))
+                rows.append((on - int(lines[b]), vocab.inst_id(key), pitch, dur, vel, dur_id))
+        rows.sort(key=lambda r: (r[0], r[1], r[2], r[3], r[4]))  # the score view's order
+        for r in rows:
+            if out[j] and (out[j][-1].pos, out[j][-1].part) == (r[0], r[1]):
+                last = out[j].pop()
+                out[j].append(Event(last.pos, last.part, (*last.notes, (r[4], vocab.pitch0 + r[2], r[5]))))
+            else:
+                out[j].append(Event(r[0], r[1], ((r[4], vocab.pitch0 + r[2], r[5]),)))
+    return out
+
+
+class KeptNotes:
+    """Per row of a batch: the events of its fill (None: a row without kept notes), the fill
+    bar it is in, the next event, and the words still to give."""
+
+    def __init__(self, vocab: Vocabulary, events: list[list[list[Event]] | None], kept_parts: list[set[int]]) -> None:
+        self.vocab = vocab
+        self.events, self.kept = list(events), list(kept_parts)
+        # the most words the given notes add to a row (the loop's step bound grows by this)
+        self.words = max((sum(2 + 3 * len(e.notes) for bar in ev for e in bar) for ev in events if ev), default=0)
+        self.bar = [0] * len(events)  # the prompt ends with the first fill bar's `bar`
+        self.next = [0] * len(events)
+        self.queue: list[list[int]] = [[] for _ in events]
+        self.bar_id, self.eos_id = vocab.index[BAR], vocab.index[EOS]
+        self.pos = slice(*vocab.blocks["pos"])
+        self.inst0, self.inst_end = vocab.blocks["inst"]
+        self.chord = slice(vocab.blocks["vel"][0], vocab.blocks["pitch"][1])  # vel_ and pitch words, adjacent
+
+    def keep(self, rows: list[bool]) -> None:
+        """Drop the rows that left the batch."""
+        for name in ("events", "kept", "bar", "next", "queue"):
+            setattr(self, name, [x for x, k in zip(getattr(self, name), rows, strict=True) if k])
+
+    def pending(self, r: int) -> Event | None:
+        bars = self.events[r]
+        if bars is None or self.bar[r] >= len(bars) or self.next[r] >= len(bars[self.bar[r]]):
+            return None
+        return bars[self.bar[r]][self.next[r]]
+
+    def restrict(self, allowed: torch.Tensor, pos: torch.Tensor, part: torch.Tensor) -> None:
+        """Narrow the grammar's (B, V) mask in place (``pos``, ``part``: each row's onset in its
+        bar and the part it is writing, the grammar's fields)."""
+        for r in range(allowed.shape[0]):
+            if self.events[r] is None:
+                continue
+            if self.queue[r]:
+                allowed[r] = False
+                allowed[r, self.queue[r][0]] = True
+                continue
+            grammar_row = allowed[r].clone()
+            for kept in self.kept[r]:
+                allowed[r, kept] = False  # a kept part plays only at its events
+            if self.inst0 + int(part[r]) in self.kept[r]:  # its notes here were all given
+                allowed[r, self.chord] = False
+            event = self.pending(r)
+            if event is None:
+                continue
+            here = int(pos[r]) == event.pos
+            allowed[r, self.bar_id] = allowed[r, self.eos_id] = False
+            first = self.pos.start
+            allowed[r, first + event.pos + (0 if here else 1) : self.pos.stop] = False  # no onset past it
+            if here:
+                allowed[r, event.part + 1 : self.inst_end] = False  # only parts below it, then itself
+                allowed[r, event.part] = grammar_row[event.part]
+            if not bool(allowed[r].any()):  # a full bar: the step towards the event
+                allowed[r, event.part if here else first + event.pos] = True
+
+    def advance(self, token: torch.Tensor, vel: torch.Tensor) -> None:
+        """Follow the chosen words (``vel``: each row's velocity before them)."""
+        for r, t in enumerate(token.tolist()):
+            if self.events[r] is None:
+                continue
+            if self.queue[r]:
+                self.queue[r].pop(0)
+            elif t == self.bar_id:
+                self.bar[r] += 1
+                self.next[r] = 0
+            elif self.inst0 <= t < self.inst_end and (event := self.pending(r)) is not None and t == event.part:
+                words, now = [], int(vel[r])
+                for v, pitch, dur in event.notes:
+                    if v != now:
+                        words.append(self.vocab.vel0 + v)
+                        now = v
+                    words += [pitch, dur]
+                self.queue[r] = words
+                self.next[r] += 1
