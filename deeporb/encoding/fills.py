@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deeporb.encoding.grammar import KINDS
+from deeporb.encoding.score import encode_score
 from deeporb.encoding.words import BAR, EOS, FILL, GRID_COLUMNS, GridNotes, Meter, Vocabulary, encode_ids
 
 LOOKAHEAD = 2  # bars after the gap that the fill is written after (and towards)
@@ -89,15 +91,24 @@ def take(grid: GridNotes, part: np.ndarray, keep: np.ndarray) -> tuple[GridNotes
 
 def encode_fill(
     parts: dict[str, GridNotes], meter: Meter, vocab: Vocabulary, gap: Gap, style: str | None = None,
-    lookahead: int = LOOKAHEAD,
+    lookahead: int = LOOKAHEAD, bars: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A piece's parts and a gap -> (``<bos> ... the bars up to ``lookahead`` past the gap, its
     bars holes ... fill inst_...``, the gap's bars whole then ``<eos>``): the two halves of a
     fill sequence, whose concatenation :func:`deeporb.encoding.score.decode_score` reads back
     into the piece up to that bar. Parts named in the gap but absent from ``parts`` join both
-    headers (an added part)."""
+    headers (an added part).
+
+    A gap of every bar of a piece of ``bars`` bars has nothing around it to read first: it is
+    the plain score row (header, then the bars), which the model reads best, the parts it keeps
+    given all the same."""
     bar_len = check_gap(gap, meter, vocab)
     keys = sorted(set(parts) | set(gap.parts))
+    if bars is not None and gap.bars == tuple(range(bars)):
+        empty = GridNotes.concat([])
+        row = encode_score({k: parts.get(k, empty) for k in keys}, meter, vocab, style)
+        head = len(vocab.header_ids(keys, style))
+        return row[:head].astype(np.int64), row[head:].astype(np.int64)
     grid, part = score_notes(parts, vocab)
     last = gap.bars[-1]
     longest = vocab.config.max_bar_quarters * vocab.config.resolution
@@ -116,9 +127,14 @@ def encode_fill(
     return head.astype(np.int64), np.concatenate([written, [vocab.index[EOS]]]).astype(np.int64)
 
 
-def fill_prompt(parts: dict[str, GridNotes], meter: Meter, vocab: Vocabulary, gap: Gap, style: str | None = None) -> list[int]:
-    """What the sampler reads before writing a fill: the first half of :func:`encode_fill` and
-    the ``bar`` that opens the fill's first bar (the notes the fill keeps are given as it goes:
-    :mod:`deeporb.generation.forced`)."""
-    head, _ = encode_fill(parts, meter, vocab, gap, style)
-    return [*head.tolist(), vocab.index[BAR]]
+def fill_prompt(
+    parts: dict[str, GridNotes], meter: Meter, vocab: Vocabulary, gap: Gap, style: str | None = None,
+    bars: int | None = None,
+) -> list[int]:
+    """What the sampler reads before writing a fill of a piece of ``bars`` bars: the first half
+    of :func:`encode_fill` and the header of the first bar it writes (the notes the fill keeps
+    are given as it goes: :mod:`deeporb.generation.forced`)."""
+    head, written = encode_fill(parts, meter, vocab, gap, style, bars=bars)
+    if vocab.index[FILL] in head:
+        return [*head.tolist(), vocab.index[BAR]]
+    return [*head.tolist(), *written[: 2 if vocab.kinds[written[1]] == KINDS.index("ts") else 1].tolist()]

@@ -318,7 +318,7 @@ def fill_sequences(pieces: Sequence[HeldOutPiece], vocab: Vocabulary) -> list[tu
     out = []
     for i, kind, gap, notes in _gaps(pieces, vocab.config):
         p = pieces[i]
-        head, fill = encode_fill(p.parts, p.meter, vocab, gap, p.style)
+        head, fill = encode_fill(p.parts, p.meter, vocab, gap, p.style, bars=len(piece_bar_lines(p, vocab.config)) - 1)
         out.append((i, kind, gap, notes, np.concatenate([head, fill]), len(head)))
     return out
 

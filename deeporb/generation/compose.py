@@ -384,7 +384,7 @@ def plan(model, settings: Settings, num_samples: int = 1, primer: Primer | None 
                             "or the tracks view); train a score-view model with data.fill_share above 0")
         gap = gap_of(settings.fill, primer, vocab)
         styles = styles_drawn()
-        prompts = [fill_prompt(primer.parts, primer.meter, vocab, gap, s) for s in styles]
+        prompts = [fill_prompt(primer.parts, primer.meter, vocab, gap, s, primer.bars) for s in styles]
         added = [k for k in gap.parts if k not in primer.parts]  # each must play (the kept ones may rest)
         kept = (kept_events(primer.parts, primer.meter, vocab, gap),
                 {vocab.inst_id(k) for k in primer.parts if k not in gap.parts})

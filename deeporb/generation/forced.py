@@ -11,6 +11,7 @@ The rules, per row, after the grammar's mask (:meth:`KeptNotes.restrict`):
 
 * after a kept part's ``inst_`` word, its notes' words follow as given (``vel_`` only where the
   velocity changes, as the grammar has it), and no other note of it;
+* no ``rep_K`` word (a repeated bar would copy kept notes where none are given);
 * a kept part may be named only at its next event's onset; with an event pending in the bar,
   an onset may not pass it, the bar may not close, and at its onset only parts below it (in
   score order) or the part itself may be named;
@@ -79,6 +80,7 @@ class KeptNotes:
         self.bar_id, self.eos_id = vocab.index[BAR], vocab.index[EOS]
         self.pos = slice(*vocab.blocks["pos"])
         self.inst0, self.inst_end = vocab.blocks["inst"]
+        self.rep = slice(*vocab.rep_ids)
         self.chord = slice(vocab.blocks["vel"][0], vocab.blocks["pitch"][1])  # vel_ and pitch words, adjacent
 
     def keep(self, rows: list[bool]) -> None:
@@ -103,6 +105,7 @@ class KeptNotes:
                 allowed[r, self.queue[r][0]] = True
                 continue
             grammar_row = allowed[r].clone()
+            allowed[r, self.rep] = False
             for kept in self.kept[r]:
                 allowed[r, kept] = False  # a kept part plays only at its events
             if self.inst0 + int(part[r]) in self.kept[r]:  # its notes here were all given
