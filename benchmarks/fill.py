@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import threading
 import time
@@ -86,6 +87,8 @@ def train(variant: str, minutes: float, out: Path, reuse: bool) -> dict:
         print(f"  {variant}: reusing {run_dir}", flush=True)
         return {**json.loads(metrics_path.read_text()), "reused": True}
     budget = time.strftime("00:%H:%M:%S", time.gmtime(round(minutes * 60)))
+    if (run_dir / ".hydra").is_dir():  # an earlier run of this script: its checkpoints must not mix with this one's
+        shutil.rmtree(run_dir)
     print(f"  {variant}: training for {budget} ...", flush=True)
     t0 = time.perf_counter()
     run([sys.executable, "train.py", "data=bach_chorales", *NETWORK, *VARIANTS[variant], "trainer=cpu", "logger=csv",
