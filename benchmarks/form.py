@@ -59,7 +59,7 @@ VARIANTS = {  # name -> its train.py overrides; every variant trains on 4,096 wo
     "today": ("data.repeat_bars=0",),  # every bar written out: the model before repeated bars
     "repeats": ("data.repeat_bars=16",),
     "repeats_1024": ("data.repeat_bars=16", "data.seq_len=1024", "data.batch_size=4"),  # whole pieces in a window
-    "carry": ("data.repeat_bars=16", "data.carry_state=true"),  # pieces in order, the state carried (16 lanes)
+    "carry": ("data.repeat_bars=16", "data.carry_state=true", "data.fill_share=0"),  # pieces in order, the state carried (16 lanes)
 }
 DEMO_NETWORK = ("model=lstm_small", "model.embed_dim=192", "model.hidden_size=192",
                 "data.seq_len=256", "data.batch_size=16", "model.scheduler.warmup_steps=30")

@@ -9,7 +9,7 @@ from deeporb.model import LSTMGenerator
 
 
 def chorales(sessions_dir, **kw) -> SessionDataModule:
-    dm = SessionDataModule("chorales", str(sessions_dir), seq_len=40, batch_size=3, carry_state=True, **kw)
+    dm = SessionDataModule("chorales", str(sessions_dir), seq_len=40, batch_size=3, carry_state=True, fill_share=0, **kw)
     dm.prepare_data()
     return dm
 
