@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from deeporb.checkpoints import facts as facts_of  # noqa: E402
 from deeporb.checkpoints import load_generator  # noqa: E402
 from deeporb.encoding.fills import bar_lines  # noqa: E402
+from deeporb.encoding.score import encode_score  # noqa: E402
 from deeporb.errors import UserError  # noqa: E402
 from deeporb.evaluation.cross_part import CROSS_PART_FEATURES, cross_part_features  # noqa: E402
 from deeporb.evaluation.fills import (  # noqa: E402
@@ -226,7 +227,28 @@ def likelihood(models: dict, pieces: list[HeldOutPiece], dm, orders) -> dict:
     baseline = fit_ngram(split_sequences(dm, "train", "tracks"), split_sequences(dm, "val", "tracks"),
                          len(dm.vocab), orders)
     scores = fill_scores(list(models.items()), pieces, baseline.lm, baseline.name, dm.vocab)
-    return {"data": describe_gaps(pieces, dm.vocab.config), "rows": [s.as_dict() for s in scores]}
+    out = {"data": describe_gaps(pieces, dm.vocab.config), "rows": [s.as_dict() for s in scores]}
+    # bars4 split by whether the plain score writes a bar of the gap as `rep_K` (one word for a
+    # whole repeated bar), which a fill cannot say: it writes every bar of the gap out
+    split = {True: [], False: []}
+    for piece in pieces:
+        gap = standard_gaps(piece, dm.vocab.config)["bars4"]
+        if gap:
+            split[holds_repeat(piece, gap[0], dm.vocab)].append(piece)
+    out["bars4_by_repeat"] = {
+        ("repeats" if k else "no_repeat"): {"pieces": len(v), "rows": [
+            {"name": s.name, "how": s.how, "bits_per_note": s.bars4.bits_per_note, "notes": s.bars4.notes}
+            for s in fill_scores(list(models.items()), v, baseline.lm, baseline.name, dm.vocab)]}
+        for k, v in split.items() if v}
+    return out
+
+
+def holds_repeat(piece: HeldOutPiece, gap, vocab) -> bool:
+    """Whether the plain score row of ``piece`` writes one of ``gap``'s bars as ``rep_K``."""
+    row = encode_score(piece.parts, piece.meter, vocab, piece.style)
+    bar = np.cumsum(row == vocab.index["bar"]) - 1
+    first, end = vocab.rep_ids
+    return bool(np.isin(bar[(row >= first) & (row < end)], gap.bars).any())
 
 
 def harmonize(model, pieces: list[HeldOutPiece], samples: int, folder: Path) -> dict:
@@ -327,6 +349,17 @@ def markdown(results: dict) -> str:
                      f"{fmt(r['part']['bits_per_note'])} | " + " | ".join(each) + " |")
     fill = next((r for r in rows if r["name"] == "fills" and r["how"] == "fill"), None)
     today = next((r for r in rows if r["name"] == "today"), None)
+    split = results["likelihood"].get("bars4_by_repeat")
+    if split:
+        lines += ["", "`bars4` split by whether the plain score writes a bar of the gap as one `rep_K` word (a bar "
+                  "repeating an earlier one: left to right it costs one word; a fill writes every bar of its gap out):",
+                  "", "| gaps | chorales | " + " | ".join(f"{r['name']} ({r['how']})" for r in
+                                                       next(iter(split.values()))["rows"]) + " |",
+                  "|---|---:|" + "---:|" * len(next(iter(split.values()))["rows"])]
+        for key, label in (("no_repeat", "no bar repeats an earlier one"), ("repeats", "some bar repeats one")):
+            if key in split:
+                lines.append(f"| {label} | {split[key]['pieces']} | "
+                             + " | ".join(fmt(r["bits_per_note"]) for r in split[key]["rows"]) + " |")
     if fill and today:
         ratios = {k: (fill["bars4"]["bits_per_note"] if k == "bars4" else fill["part"]["bits_per_note"])
                   / (today["bars4"]["bits_per_note"] if k == "bars4" else today["part"]["bits_per_note"])
