@@ -20,7 +20,17 @@ from deeporb.data.fill_examples import fill_example
 from deeporb.encoding.fills import LOOKAHEAD, Gap, encode_fill
 from deeporb.encoding.grammar import KINDS, Walk
 from deeporb.encoding.score import decode_score, encode_score, quantize_parts
-from deeporb.encoding.words import BAR, EOS, FILL, GRID_COLUMNS, HOLE, EncodingConfig, GridNotes, Meter, Vocabulary
+from deeporb.encoding.words import (
+    BAR,
+    EOS,
+    FILL,
+    GRID_COLUMNS,
+    HOLE,
+    EncodingConfig,
+    GridNotes,
+    Meter,
+    Vocabulary,
+)
 from deeporb.errors import UserError
 from deeporb.generation.compose import Fill, Settings, compose, generate_plans, plan
 from deeporb.generation.masks import Grammar

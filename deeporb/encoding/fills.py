@@ -33,7 +33,16 @@ import numpy as np
 
 from deeporb.encoding.grammar import KINDS
 from deeporb.encoding.score import encode_score
-from deeporb.encoding.words import BAR, EOS, FILL, GRID_COLUMNS, GridNotes, Meter, Vocabulary, encode_ids
+from deeporb.encoding.words import (
+    BAR,
+    EOS,
+    FILL,
+    GRID_COLUMNS,
+    GridNotes,
+    Meter,
+    Vocabulary,
+    encode_ids,
+)
 
 LOOKAHEAD = 2  # bars after the gap that the fill is written after (and towards)
 

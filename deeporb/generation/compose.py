@@ -31,13 +31,13 @@ import torch
 
 from deeporb.checkpoints import facts
 from deeporb.data.facts import SessionFacts
+from deeporb.encoding.fills import Gap, fill_prompt
 from deeporb.encoding.grammar import View
 from deeporb.encoding.score import decode_score
 from deeporb.encoding.words import BAR, GridNotes, Meter, Vocabulary, decode_words
 from deeporb.errors import UserError
-from deeporb.generation.loop import draw_header, generate
-from deeporb.encoding.fills import Gap, fill_prompt
 from deeporb.generation.forced import kept_events
+from deeporb.generation.loop import draw_header, generate
 from deeporb.generation.prompts import Primer, bar_grid, build_prompts, score_prompt
 from deeporb.generation.refill import gap_of, refill_tracks
 from deeporb.midi import Track
