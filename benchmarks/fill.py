@@ -12,7 +12,8 @@ best checkpoint by val/loss. Then, on the held-out test chorales:
 
 * **likelihood**: bits/note of the notes in a gap (``deeporb.evaluation.fills``, what
   ``python evaluate.py`` prints): 4 middle bars of every voice, and each voice throughout. The
-  fill model reads the whole piece with the gap before writing it; today's model and an
+  fill model reads the piece up to 2 bars past the gap before writing it, the voices it keeps
+  given (:mod:`deeporb.encoding.fills`); today's model and an
   interpolated Kneser-Ney n-gram (order and discounts chosen on the validation chorales) score
   the same notes' words left to right. Goal: fills at most 0.85x today's.
 * **harmonization**: the real soprano kept, alto, tenor and bass written by the fill model
@@ -335,8 +336,9 @@ def markdown(results: dict) -> str:
         f"**Likelihood.** Bits/note of the notes in a gap: `bars4` = 4 middle bars of every voice ({d['bars4']['gaps']} "
         f"gaps, {d['bars4']['notes']:,} notes), `part` = each voice throughout the chorale, the mean of the four "
         f"voices' bits/note ({d['part']['gaps']} gaps, {d['part']['notes']:,} notes; {d['part']['skipped_pieces']} "
-        "chorales that change meter left out). *fill*: the words of the fill, after the whole chorale with its gap "
-        "(`python evaluate.py`'s fill table); *left to right*: the words of the same notes in the plain score "
+        "chorales that change meter left out). *fill*: the gap's own words in the fill's bars, written after the "
+        "chorale up to 2 bars past the gap with the gap's bars as holes, the voices it keeps given (a voice throughout: "
+        "the plain score, the other voices given) (`python evaluate.py`'s fill table); *left to right*: the words of the same notes in the plain score "
         "(all words of the 4 bars; a voice's own words, and the onsets only it sings). Every row divides by the "
         "same notes.",
         "",
