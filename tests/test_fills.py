@@ -264,6 +264,18 @@ def test_fill_requests_the_checkpoint_cannot_honour_are_one_clear_error(chorale_
         compose(plain, Settings(fill=Fill(bars=[1, 2]), seed=0), 1, primer)
 
 
+def test_a_primer_longer_than_a_fill_reads_says_so(tmp_path, capsys):
+    model = fill_model(keys=("alto", "soprano"))
+    bar = 4 * 480
+    notes = [(b * bar, b * bar + 480, 72, 80) for b in (0, 1, 2, MAX_PRIMER_BARS + 5)]
+    path = make_midi(tmp_path / "long.mid", [{"name": "soprano", "program": 52, "notes": notes}])
+    results = sample(SampleConfig(primer=str(path), fill=Fill(parts=["alto"], bars=[1, 2]), num_samples=1, seed=0,
+                                  out_dir=str(tmp_path / "out"), render=RenderConfig(piano_roll=False, page=False)),
+                     model=model)
+    assert "notes after its first 1,024 bars" in capsys.readouterr().err
+    assert results[0].tracks[0].notes["onset"].tolist() == [0.0, 4.0, 8.0]  # the bars read, note for note
+
+
 def test_the_bars_of_a_fill_must_share_one_meter(tmp_path):
     model = fill_model(keys=("alto", "soprano"))
     bar4, bar3 = 4 * 480, 3 * 480

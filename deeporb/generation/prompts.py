@@ -64,6 +64,7 @@ class Primer:
     ignored: list[str] = field(default_factory=list)  # primer instruments the model does not know
     originals: list[tuple[str, Track]] = field(default_factory=list)  # (key, track) as the file has them, every
     #   instrument, up to the bars asked: what a fill keeps note for note (deeporb.generation.refill)
+    cut: bool = False  # the file has notes after the bars asked (a fill returns the piece without them)
 
 
 def load_primer(path: str | Path, vocab: Vocabulary, primer_bars: int, key_mode: str = "program") -> Primer:
@@ -116,11 +117,13 @@ def load_primer(path: str | Path, vocab: Vocabulary, primer_bars: int, key_mode:
         words[key] = [w for b in range(nbars) for w in (bars[b] if b < len(bars) else headers[b])]
     end_q = end_step / config.resolution
     tempos = [(q, qpm) for q, qpm in piece.tempos if q < end_q or q == 0]
-    originals = []  # every track up to the bars asked (not only to the known parts' last bar)
+    originals, cut = [], False  # every track up to the bars asked (not only to the known parts' last bar)
     for key, t in keyed:
         early = np.floor(t.notes["onset"] * config.resolution + 0.5) < lines[primer_bars]
+        cut |= not early.all()
         originals.append((key, Track(t.name, t.program, t.is_drum, {c: v[early] for c, v in t.notes.items()})))
-    return Primer(path, nbars, parts, words, meter, tempos, end_step, sorted(set(groups) - set(known)), originals)
+    return Primer(path, nbars, parts, words, meter, tempos, end_step, sorted(set(groups) - set(known)), originals,
+                  cut)
 
 
 def build_prompts(

@@ -134,6 +134,9 @@ def sample(cfg: SampleConfig, model: LSTMGenerator | None = None) -> list[Sample
     check_settings(settings, cfg.num_samples, vocab, session.view)  # before reading a primer
     primer_bars = MAX_PRIMER_BARS if settings.fill.asked else cfg.primer_bars  # a fill reads the whole primer
     loaded = load_primer(cfg.primer, vocab, primer_bars, session.instrument_key) if cfg.primer else None
+    if loaded and loaded.cut and settings.fill.asked:
+        print(f"warning: the primer has notes after its first {MAX_PRIMER_BARS:,} bars; a fill reads those bars "
+              "and its pieces hold only them", file=sys.stderr)
     planned = plan(model, settings, cfg.num_samples, loaded)
     if render.audio:  # the bars asked at the tempo: a piece too long to hear is refused unwritten
         check_render_length(planned.longest_seconds(vocab.config), render.max_seconds)
