@@ -63,6 +63,7 @@ from deeporb.evaluation.fills import (  # noqa: E402
     standard_gaps,
 )
 from deeporb.evaluation.likelihood import DEFAULT_ORDERS, datamodule_for, fit_ngram, split_sequences  # noqa: E402
+from deeporb.fileio import claim_folder, owned_folder  # noqa: E402
 from deeporb.generation.compose import Fill, Settings, compose  # noqa: E402
 from deeporb.generation.prompts import MAX_PRIMER_BARS, load_primer  # noqa: E402
 from deeporb.midi import Track, write_midi  # noqa: E402
@@ -70,6 +71,7 @@ from deeporb.midi import Track, write_midi  # noqa: E402
 VARIANTS = {"today": ("data.fill_share=0",), "fills": ()}  # fills: the default data.fill_share
 NETWORK = ("model=lstm_small", "model.embed_dim=192", "model.hidden_size=192", "data.seq_len=1024",
            "data.batch_size=4", "model.scheduler.warmup_steps=30")
+RUN_KIND = "fill-benchmark-run"  # the marker of a training run folder this script made (and may replace)
 VAL_EVERY = 100  # optimizer steps between validations (the best checkpoint by val/loss is kept)
 LOWER = ["alto", "tenor", "bass"]  # what harmonizing a melody writes
 GOAL_RATIO, GOAL_GAP = 0.85, 0.03
@@ -89,8 +91,9 @@ def train(variant: str, minutes: float, out: Path, reuse: bool) -> dict:
         print(f"  {variant}: reusing {run_dir}", flush=True)
         return {**json.loads(metrics_path.read_text()), "reused": True}
     budget = time.strftime("00:%H:%M:%S", time.gmtime(round(minutes * 60)))
-    if (run_dir / ".hydra").is_dir():  # an earlier run of this script: its checkpoints must not mix with this one's
+    if owned_folder(run_dir, RUN_KIND):  # this script's earlier run: its checkpoints must not mix with this one's
         shutil.rmtree(run_dir)
+    claim_folder(run_dir, RUN_KIND, "--out")  # a folder of anything else is refused, never emptied
     print(f"  {variant}: training for {budget} ...", flush=True)
     t0 = time.perf_counter()
     run([sys.executable, "train.py", "data=bach_chorales", *NETWORK, *VARIANTS[variant], "trainer=cpu", "logger=csv",
