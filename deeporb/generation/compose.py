@@ -275,6 +275,18 @@ def check_settings(settings: Settings, num_samples: int, vocab: Vocabulary, view
                         "(one session); leave style=null")
 
 
+def can_fill(vocab: Vocabulary, view: View) -> bool:
+    """Whether a checkpoint writes fills: a score-view one trained with fill examples."""
+    return view == View.SCORE and vocab.fills
+
+
+def check_can_fill(vocab: Vocabulary, view: View) -> None:
+    """One :class:`UserError` unless the checkpoint can fill (:func:`can_fill`)."""
+    if not can_fill(vocab, view):
+        raise UserError("this checkpoint cannot fill: it was trained without fill examples (data.fill_share=0, "
+                        "or the tracks view); train a score-view model with data.fill_share above 0")
+
+
 def layout(
     settings: Settings, session: SessionFacts, primer: Primer | None, vocab: Vocabulary
 ) -> tuple[list[tuple[float, float]], int]:
@@ -379,9 +391,7 @@ def plan(model, settings: Settings, num_samples: int = 1, primer: Primer | None 
 
     parts = named or []
     if settings.fill.asked:  # the model writes the gap after reading the whole primer around it
-        if view != View.SCORE or not vocab.fills:
-            raise UserError("this checkpoint cannot fill: it was trained without fill examples (data.fill_share=0, "
-                            "or the tracks view); train a score-view model with data.fill_share above 0")
+        check_can_fill(vocab, view)
         gap = gap_of(settings.fill, primer, vocab)
         styles = styles_drawn()
         prompts = [fill_prompt(primer.parts, primer.meter, vocab, gap, s, primer.bars) for s in styles]

@@ -38,7 +38,15 @@ import numpy as np
 
 from deeporb.checkpoints import facts
 from deeporb.errors import UserError
-from deeporb.generation.compose import Composition, Plan, Settings, finish, generate_plans, plan
+from deeporb.generation.compose import (
+    Composition,
+    Plan,
+    Settings,
+    can_fill,
+    finish,
+    generate_plans,
+    plan,
+)
 from deeporb.generation.prompts import MAX_PRIMER_BARS, bar_grid, load_primer
 from deeporb.midi import write_midi
 from deeporb.render.audio import check_render_length
@@ -87,7 +95,7 @@ class Composer:
         self.render_timeout_s = render_timeout_s
         self.max_bars, self.max_fill_primer_bars = max_bars, min(max_fill_primer_bars, MAX_PRIMER_BARS - 1)
         self.vocab, self.session = model.vocab, facts(model)
-        self.can_fill = self.session.view == "score" and bool(getattr(self.vocab, "fills", False))
+        self.can_fill = can_fill(self.vocab, self.session.view)
         self.pieces: dict[str, Piece] = {}  # kept pieces, for rendering on demand
         self._render_lock = threading.Lock()  # pyplot's state is global: one drawing at a time
         self._score_lock = threading.Lock()  # music21 keeps global state too (and the GIL gains nothing)
