@@ -320,7 +320,7 @@ class Plan:
     settings: Settings  # its seed always set
     view: View
     prompts: list[list[int]]  # score: one per piece; tracks: one per part of each piece, piece by piece
-    ensembles: list[list[str] | None]  # per prompt: the parts that must play (score view, named parts; a fill's added)
+    ensembles: list[list[str] | None]  # per prompt: the parts that play, each at least once (score view, named parts)
     parts: list[str]  # tracks: each piece's parts, in its prompts' order; score: the named parts (None: [])
     styles: list[str | None]  # per piece
     meters: list[Meter]  # per piece, from the prompt's first bar: the style's meter, or the primer's
@@ -330,6 +330,7 @@ class Plan:
     gap: Gap | None = None  # a fill's: what the rows write (one bar per hole), instead of bars after the primer
     primer: Primer | None = None  # a fill's primer, which the written gap goes into
     kept: tuple[list, set[int]] | None = None  # a fill's notes given word for word (forced.kept_events), their parts' ids
+    required: list[str] | None = None  # a fill's added parts: each must play, the others kept as the prompt has them
 
     @property
     def pieces(self) -> int:
@@ -398,8 +399,8 @@ def plan(model, settings: Settings, num_samples: int = 1, primer: Primer | None 
         added = [k for k in gap.parts if k not in primer.parts]  # each must play (the kept ones may rest)
         kept = (kept_events(primer.parts, primer.meter, vocab, gap),
                 {vocab.inst_id(k) for k in primer.parts if k not in gap.parts})
-        return Plan(settings, view, prompts, [added or None] * len(prompts), [], styles,
-                    [primer.meter] * len(styles), primer.tempos or tempos, primer.bars, 0, gap, primer, kept)
+        return Plan(settings, view, prompts, [None] * len(prompts), [], styles,
+                    [primer.meter] * len(styles), primer.tempos or tempos, primer.bars, 0, gap, primer, kept, added or None)
     if view == View.SCORE:
         given = named or (sorted(primer.parts) if primer else None)
         if given is None:  # the model draws the ensemble (and the style, unless given)
@@ -428,18 +429,18 @@ def generate_plans(model, plans: list[Plan]) -> list[list[list[int]]]:
     if any(p.batch_key() != plans[0].batch_key() for p in plans):
         raise ValueError("plans generated together must share one batch_key()")
     device = next(model.parameters()).device
-    prompts, generators, ensembles, kept = [], [], [], []
+    prompts, generators, ensembles, required, kept = [], [], [], [], []
     for p in plans:
         g = torch.Generator(device=device).manual_seed(int(p.settings.seed))
         prompts += p.prompts
         generators += [g] * len(p.prompts)
-        ensembles += [None] * len(p.prompts) if p.gap else p.ensembles
+        ensembles += p.ensembles
+        required += [p.required] * len(p.prompts)
         kept += [p.kept] * len(p.prompts)
-    required = [e for p in plans for e in p.ensembles] if plans[0].gap else None  # a fill's added parts
     bars, min_bars = plans[0].bars
     [rows] = generate(model, prompts, 1, bars, s.temperature, s.top_k, s.top_p, view=plans[0].view,
                       min_bars=min_bars, ensembles=ensembles if any(ensembles) else None, generators=generators,
-                      required=required, kept=kept if any(kept) else None)
+                      required=required if any(required) else None, kept=kept if any(kept) else None)
     out, start = [], 0
     for p in plans:
         out.append(rows[start : start + len(p.prompts)])
