@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from deeporb.encoding.grammar import KINDS
-from deeporb.encoding.score import encode_score
+from deeporb.encoding.score import encode_score, score_notes
 from deeporb.encoding.words import (
     BAR,
     EOS,
@@ -81,17 +81,6 @@ def check_gap(gap: Gap, meter: Meter, vocab: Vocabulary) -> int:
         raise ValueError(f"the bars of a fill must share one length (one meter); bars "
                          f"{gap.bars[0] + 1}-{gap.bars[-1] + 1} change meter")
     return lengths.pop()
-
-
-def score_notes(parts: dict[str, GridNotes], vocab: Vocabulary) -> tuple[GridNotes, np.ndarray]:
-    """The parts' notes in the score view's order (onset, part, pitch, ...) and each note's
-    ``inst_`` id."""
-    keys = sorted(parts)
-    part = np.concatenate([np.full(len(parts[k]), vocab.inst_id(k), dtype=np.int64) for k in keys] or [np.zeros(0, np.int64)])
-    on, dur, pitch, vel = (np.concatenate([getattr(parts[k], c) for k in keys] or [np.zeros(0, np.int64)])
-                           for c in GRID_COLUMNS)
-    order = np.lexsort((vel, dur, pitch, part, on))
-    return GridNotes(on[order], dur[order], pitch[order], vel[order]), part[order]
 
 
 def take(grid: GridNotes, part: np.ndarray, keep: np.ndarray) -> tuple[GridNotes, np.ndarray]:

@@ -50,11 +50,20 @@ def encode_score(
     keys = sorted(parts)
     if not keys:
         raise ValueError("a score needs at least one part")
-    part = np.concatenate([np.full(len(parts[k]), vocab.inst_id(k), dtype=np.int64) for k in keys])
-    on, dur, pitch, vel = (np.concatenate([getattr(parts[k], c) for k in keys]) for c in GRID_COLUMNS)
-    order = np.lexsort((vel, dur, pitch, part, on))
-    body = encode_ids(GridNotes(on[order], dur[order], pitch[order], vel[order]), meter, vocab, part=part[order])
+    notes, part = score_notes(parts, vocab)
+    body = encode_ids(notes, meter, vocab, part=part)
     return np.concatenate([vocab.header_ids(keys, style), body, [vocab.index[EOS]]])
+
+
+def score_notes(parts: dict[str, GridNotes], vocab: Vocabulary) -> tuple[GridNotes, np.ndarray]:
+    """The parts' notes in the score view's order (onset, part, pitch, ...) and each note's
+    ``inst_`` id."""
+    keys = sorted(parts)
+    none = [np.zeros(0, np.int64)]
+    part = np.concatenate([np.full(len(parts[k]), vocab.inst_id(k), dtype=np.int64) for k in keys] or none)
+    on, dur, pitch, vel = (np.concatenate([getattr(parts[k], c) for k in keys] or none) for c in GRID_COLUMNS)
+    order = np.lexsort((vel, dur, pitch, part, on))
+    return GridNotes(on[order], dur[order], pitch[order], vel[order]), part[order]
 
 
 def decode_score(words, vocab: Vocabulary, strict: bool = True) -> tuple[dict[str, GridNotes], Meter]:
