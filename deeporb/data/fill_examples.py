@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deeporb.encoding.fills import Gap, encode_fill
+from deeporb.encoding.fills import Gap, encode_fill, sounding_bar_lines
 from deeporb.encoding.score import decode_score
 from deeporb.encoding.words import BAR, GridNotes, Meter, Vocabulary
 
@@ -45,13 +45,10 @@ def fill_example(
 ) -> np.ndarray | None:
     """A fill example of at most ``width`` words from a piece's parts, or None where no gap
     fits (a bar longer than the window)."""
-    config = vocab.config
-    end = max((int(g.onset.max()) for g in parts.values() if len(g)), default=-1)
-    if end < 0:
+    lines = sounding_bar_lines(parts, meter, vocab.config)
+    if len(lines) < 2:
         return None
-    lines, _ = meter.bar_lines(end + config.max_bar_quarters * config.resolution, config)
-    nbars = int(np.searchsorted(lines, end, side="right"))
-    gap, throughout = random_gap(sorted(parts), np.diff(lines[: nbars + 1]), rng)
+    gap, throughout = random_gap(sorted(parts), np.diff(lines), rng)
     lookahead = 0 if throughout else int(rng.integers(MAX_LOOKAHEAD + 1))
     bar_id = vocab.index[BAR]
     header = len(vocab.header_ids(sorted(parts), style))

@@ -70,6 +70,16 @@ def bar_lines(meter: Meter, nbars: int, vocab: Vocabulary) -> tuple[np.ndarray, 
     return lines[: nbars + 1], which[: nbars + 1]
 
 
+def sounding_bar_lines(parts: dict[str, GridNotes], meter: Meter, config) -> np.ndarray:
+    """Start steps of a piece's bars up to its last onset, then the end of its last bar (one
+    line, 0, for a piece with no note): the bars a gap may take."""
+    end = max((int(g.onset.max()) for g in parts.values() if len(g)), default=-1)
+    if end < 0:
+        return np.zeros(1, dtype=np.int64)
+    lines, _ = meter.bar_lines(end + config.max_bar_quarters * config.resolution, config)
+    return lines[: int(np.searchsorted(lines, end, side="right")) + 1]
+
+
 def check_gap(gap: Gap, meter: Meter, vocab: Vocabulary) -> int:
     """The holes' bar length in grid steps; ValueError where the gap's bars differ in length
     (the fill's bars all take one length) or a part is not in the vocabulary."""

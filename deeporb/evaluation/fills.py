@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deeporb.encoding.fills import Gap, encode_fill
+from deeporb.encoding.fills import Gap, encode_fill, sounding_bar_lines
 from deeporb.encoding.grammar import KINDS, View
 from deeporb.encoding.score import decode_score, encode_score
 from deeporb.encoding.words import BAR, EOS, PAD, EncodingConfig, GridNotes, Meter, Vocabulary
@@ -82,12 +82,7 @@ def held_out_pieces(dm, split: str = "test") -> list[HeldOutPiece]:
 
 def piece_bar_lines(piece: HeldOutPiece, config: EncodingConfig) -> np.ndarray:
     """Start steps of the piece's bars up to its last onset, and the end of its last bar."""
-    end = max((int(g.onset.max()) for g in piece.parts.values() if len(g)), default=-1)
-    if end < 0:
-        return np.zeros(1, dtype=np.int64)
-    lines, _ = piece.meter.bar_lines(end + config.max_bar_quarters * config.resolution, config)
-    nbars = int(np.searchsorted(lines, end, side="right"))
-    return lines[: nbars + 1]
+    return sounding_bar_lines(piece.parts, piece.meter, config)
 
 
 def gap_notes(piece: HeldOutPiece, gap: Gap, lines: np.ndarray) -> int:
