@@ -47,10 +47,9 @@ def gap_of(fill, primer: Primer | None, vocab: Vocabulary) -> Gap:
     return gap
 
 
-def gap_notes(grid: GridNotes, lines: np.ndarray, gap: Gap) -> np.ndarray:
-    """Which notes (grid steps) start in the gap's bars (``lines``: bar start steps)."""
-    bar = np.searchsorted(lines, grid.onset, side="right") - 1
-    return np.isin(bar, gap.bars)
+def in_gap(onset: np.ndarray, lines: np.ndarray, gap: Gap) -> np.ndarray:
+    """Which onsets (grid steps) fall in the gap's bars (``lines``: bar start steps)."""
+    return np.isin(np.searchsorted(lines, onset, side="right") - 1, gap.bars)
 
 
 def refill_tracks(
@@ -69,7 +68,7 @@ def refill_tracks(
         notes = track.notes
         if key in gap.parts:
             steps = np.floor(notes["onset"] * config.resolution + 0.5).astype(np.int64)
-            keep = ~np.isin(np.searchsorted(lines, steps, side="right") - 1, gap.bars)
+            keep = ~in_gap(steps, lines, gap)
             notes = {c: v[keep] for c, v in notes.items()}
             if key not in placed:
                 notes = merge(notes, new_notes(written.get(key), lines, gap, vocab))
@@ -85,7 +84,7 @@ def refill_tracks(
 def new_notes(grid: GridNotes | None, lines: np.ndarray, gap: Gap, vocab: Vocabulary) -> dict[str, np.ndarray]:
     """The written notes (tidied by the caller) that start in the gap, in quarters."""
     grid = grid if grid is not None else GridNotes.concat([])
-    inside = gap_notes(grid, lines, gap)
+    inside = in_gap(grid.onset, lines, gap)
     return GridNotes(*(getattr(grid, c)[inside] for c in ("onset", "duration", "pitch", "velocity_bin"))).to_quarters(
         vocab.config)
 
