@@ -80,6 +80,11 @@ def sounding_bar_lines(parts: dict[str, GridNotes], meter: Meter, config) -> np.
     return lines[: int(np.searchsorted(lines, end, side="right")) + 1]
 
 
+def in_gap(onset: np.ndarray, lines: np.ndarray, gap: Gap) -> np.ndarray:
+    """Which onsets (grid steps) fall in the gap's bars (``lines``: bar start steps)."""
+    return np.isin(np.searchsorted(lines, onset, side="right") - 1, gap.bars)
+
+
 def check_gap(gap: Gap, meter: Meter, vocab: Vocabulary) -> int:
     """The holes' bar length in grid steps; ValueError where the gap's bars differ in length
     (the fill's bars all take one length) or a part is not in the vocabulary."""

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deeporb.encoding.fills import Gap, encode_fill, sounding_bar_lines
+from deeporb.encoding.fills import Gap, encode_fill, in_gap, sounding_bar_lines
 from deeporb.encoding.grammar import KINDS, View
 from deeporb.encoding.score import decode_score, encode_score
 from deeporb.encoding.words import BAR, EOS, PAD, EncodingConfig, GridNotes, Meter, Vocabulary
@@ -91,8 +91,7 @@ def gap_notes(piece: HeldOutPiece, gap: Gap, lines: np.ndarray) -> int:
     for key in gap.parts:
         grid = piece.parts.get(key)
         if grid is not None and len(grid):
-            bar = np.searchsorted(lines, grid.onset, side="right") - 1
-            total += int(np.isin(bar, gap.bars).sum())
+            total += int(in_gap(grid.onset, lines, gap).sum())
     return total
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deeporb.encoding.fills import Gap, bar_lines, check_gap
+from deeporb.encoding.fills import Gap, bar_lines, check_gap, in_gap
 from deeporb.encoding.words import GridNotes, Vocabulary
 from deeporb.errors import UserError
 from deeporb.generation.prompts import Primer
@@ -45,11 +45,6 @@ def gap_of(fill, primer: Primer | None, vocab: Vocabulary) -> Gap:
     except ValueError as e:
         raise UserError(f"fill.bars={bars}: {e}; fill the bars of each meter separately") from None
     return gap
-
-
-def in_gap(onset: np.ndarray, lines: np.ndarray, gap: Gap) -> np.ndarray:
-    """Which onsets (grid steps) fall in the gap's bars (``lines``: bar start steps)."""
-    return np.isin(np.searchsorted(lines, onset, side="right") - 1, gap.bars)
 
 
 def refill_tracks(
