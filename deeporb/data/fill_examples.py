@@ -23,6 +23,7 @@ from deeporb.encoding.words import BAR, GridNotes, Meter, Vocabulary
 
 MAX_GAP_BARS = 8  # longest gap of the "bars" kind
 WHOLE_BARS = 32  # most bars of a "throughout" example (fewer where they do not fit)
+THROUGHOUT_SHARE = 0.25  # of fill examples, those whose gap is every bar they hold
 MAX_LOOKAHEAD = 4  # bars after the gap, drawn from 0 to this (sampling reads fills.LOOKAHEAD)
 TRIES = 4  # gaps halved this many times before an example falls back to a plain window
 
@@ -30,7 +31,7 @@ TRIES = 4  # gaps halved this many times before an example falls back to a plain
 def random_gap(keys: list[str], lengths: np.ndarray, rng: np.random.Generator) -> tuple[Gap, bool]:
     """A random gap in a piece of ``len(lengths)`` bars (``lengths``: each bar's length in
     steps) with parts ``keys``, and whether it is a "throughout" gap (no context bars)."""
-    throughout = bool(rng.random() < 0.25)
+    throughout = bool(rng.random() < THROUGHOUT_SHARE)
     most = WHOLE_BARS if throughout else int(rng.integers(1, MAX_GAP_BARS + 1))
     first = int(rng.integers(len(lengths)))
     last = first
