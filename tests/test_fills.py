@@ -203,39 +203,6 @@ def test_a_fill_keeps_every_note_outside_the_gap_exactly_as_the_file_had_it(chor
     assert len({tuple(p.tracks[1].notes["pitch"]) for p in pieces}) > 1  # three samples, drawn afresh
 
 
-def onset_runs(words: list[str]) -> list[list[str]]:
-    """The parts named at each onset of a fill's bars, in the order they are named."""
-    runs: list[list[str]] = []
-    for w in words[words.index(FILL) + 1 + len(VOICES):]:
-        if w == BAR or w.startswith("pos_"):
-            runs.append([])
-        elif w.startswith("inst_"):
-            runs[-1].append(w[5:])
-    return [r for r in runs if r]
-
-
-def test_a_fill_names_the_parts_it_keeps_first_at_each_onset_then_the_parts_it_writes(chorale_midi_dir):
-    """...so each part written anew hears every kept note at its onset: the encoder writes that
-    order and the sampler keeps it (the grammar, which lets a fill's kept parts come first,
-    leaves the order to them)."""
-    model = fill_model(seed=2)
-    vocab = model.vocab
-    path = sorted(chorale_midi_dir.glob("*.mid"))[0]
-    parts, meter = chorale_parts(path, vocab)
-    written = ("alto", "bass", "tenor")  # the soprano, last in score order, is kept
-    head, fill = encode_fill(parts, meter, vocab, Gap((2, 3, 4), written))
-    encoded = onset_runs(vocab.decode_ids(np.concatenate([head, fill])))
-    primer = load_primer(path, vocab, MAX_PRIMER_BARS, "name")
-    planned = plan(model, Settings(fill=Fill(parts=list(written)), seed=1), 3, primer)
-    sampled = [onset_runs(vocab.decode_ids(p + row)) for p, row in zip(planned.prompts, generate_plans(model, [planned])[0],
-                                                                        strict=True)]
-    for runs in (encoded, *sampled):
-        assert any(r[0] == "soprano" and len(r) > 1 for r in runs)  # the soprano before the voices below it
-        for run in runs:
-            kept = [p for p in run if p not in written]
-            assert run == kept + sorted(set(run) - set(kept)) and len(set(run)) == len(run), run
-
-
 def test_the_words_a_fill_writes_give_the_parts_it_keeps_note_for_note_at_their_onsets(chorale_midi_dir):
     """The fill's bars are written whole: the kept parts' notes stand in them as the primer has
     them (given to the sampler word by word), the asked parts are the model's."""

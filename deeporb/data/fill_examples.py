@@ -6,8 +6,8 @@ checkpoint continues a piece and fills one (:mod:`deeporb.encoding.fills`). A ga
 * **bars:** 1 to :data:`MAX_GAP_BARS` bars (to regenerate bars, or parts in them), or
 * **throughout:** every bar the example holds (to harmonize a melody, to add a part).
 
-The fill writes the gap's bars whole (every part, the parts it keeps first at each onset: at
-sampling those are given word for word), after 0 to :data:`MAX_LOOKAHEAD` bars of what follows the gap and as
+The fill writes the gap's bars whole (every part: at sampling the parts that keep playing are
+given word for word), after 0 to :data:`MAX_LOOKAHEAD` bars of what follows the gap and as
 many bars before it as fit in the window (``seq_len + 1`` words). Like a plain window, an
 example may start at any bar, so a ``rep_K`` may point before its start and its first bar may
 not name the meter. A gap's bars share one length (a fill's bars take their holes' length).
@@ -24,27 +24,20 @@ from deeporb.encoding.words import BAR, GridNotes, Meter, Vocabulary
 MAX_GAP_BARS = 8  # longest gap of the "bars" kind
 WHOLE_BARS = 32  # most bars of a "throughout" example (fewer where they do not fit)
 THROUGHOUT_SHARE = 0.25  # of fill examples, those whose gap is every bar they hold
-ALL_PARTS_SHARE = 0.5  # of the other fill examples, those whose gap is every part
 MAX_LOOKAHEAD = 4  # bars after the gap, drawn from 0 to this (sampling reads fills.LOOKAHEAD)
 TRIES = 4  # gaps halved this many times before an example falls back to a plain window
 
 
 def random_gap(keys: list[str], lengths: np.ndarray, rng: np.random.Generator) -> tuple[Gap, bool]:
     """A random gap in a piece of ``len(lengths)`` bars (``lengths``: each bar's length in
-    steps) with parts ``keys``, and whether it is a "throughout" gap (no context bars). It
-    writes some of the parts (the others kept, and written first at each onset) or, for
-    :data:`ALL_PARTS_SHARE` of the "bars" gaps, every part; a "throughout" gap of every part
-    would be a plain window."""
+    steps) with parts ``keys``, and whether it is a "throughout" gap (no context bars)."""
     throughout = bool(rng.random() < THROUGHOUT_SHARE)
     most = WHOLE_BARS if throughout else int(rng.integers(1, MAX_GAP_BARS + 1))
     first = int(rng.integers(len(lengths)))
     last = first
     while last + 1 < len(lengths) and last + 1 - first < most and lengths[last + 1] == lengths[first]:
         last += 1
-    written = list(keys)
-    if len(keys) > 1 and (throughout or rng.random() >= ALL_PARTS_SHARE):
-        written = [str(k) for k in rng.choice(keys, int(rng.integers(1, len(keys))), replace=False)]
-    return Gap(tuple(range(first, last + 1)), tuple(written)), throughout
+    return Gap(tuple(range(first, last + 1)), tuple(keys)), throughout
 
 
 def fill_example(

@@ -10,10 +10,7 @@ bars taken out and written after what follows them:
 * A **hole** bar (``bar [ts] hole``) holds nothing: its notes come later.
 * The piece goes on :data:`LOOKAHEAD` bars past the last hole (what the fill is written
   towards), then ``fill`` names the parts of the piece (a header of its own, ascending) and
-  writes one whole bar per hole, in order, each as long as its hole: at each onset the parts
-  the gap keeps first, then the parts it writes (:func:`kept_first`), so a written part hears
-  every kept note at its onset (in score order a kept soprano would come after the alto and
-  the bass it should lead).
+  writes one whole bar per hole, in order, each as long as its hole, every part in score order.
 
 An LSTM forgets what lies hundreds of words back, so the parts that keep playing in the gap
 are not left far back in the piece: they are written inside the fill's bars, at their onsets,
@@ -105,15 +102,6 @@ def take(grid: GridNotes, part: np.ndarray, keep: np.ndarray) -> tuple[GridNotes
     return GridNotes(*(getattr(grid, c)[keep] for c in GRID_COLUMNS)), part[keep]
 
 
-def kept_first(notes: GridNotes, inst: np.ndarray, written: set[int]) -> tuple[GridNotes, np.ndarray]:
-    """A fill's notes (sorted by onset) in the fill's order: at each onset the parts it keeps
-    first, then the parts it writes (``written``: their ``inst_`` ids), each run in score order,
-    so every part written anew hears all the kept parts at its onset."""
-    anew = np.isin(inst, sorted(written))
-    order = np.lexsort((notes.velocity_bin, notes.duration, notes.pitch, inst, anew, notes.onset))
-    return GridNotes(*(getattr(notes, c)[order] for c in GRID_COLUMNS)), inst[order]
-
-
 def encode_fill(
     parts: dict[str, GridNotes], meter: Meter, vocab: Vocabulary, gap: Gap, style: str | None = None,
     lookahead: int = LOOKAHEAD, bars: int | None = None,
@@ -124,11 +112,12 @@ def encode_fill(
     into the piece up to that bar. Parts named in the gap but absent from ``parts`` join both
     headers (an added part).
 
-    A gap of every part in every bar of a piece of ``bars`` bars keeps nothing: it is the plain
-    score row (header, then the bars)."""
+    A gap of every bar of a piece of ``bars`` bars has nothing around it to read first: it is
+    the plain score row (header, then the bars), which the model reads best, the parts it keeps
+    given all the same."""
     bar_len = check_gap(gap, meter, vocab)
     keys = sorted(set(parts) | set(gap.parts))
-    if bars is not None and gap.bars == tuple(range(bars)) and set(keys) <= set(gap.parts):
+    if bars is not None and gap.bars == tuple(range(bars)):
         empty = GridNotes.concat([])
         row = encode_score({k: parts.get(k, empty) for k in keys}, meter, vocab, style)
         head = len(vocab.header_ids(keys, style))
@@ -145,7 +134,6 @@ def encode_fill(
     rank = np.searchsorted(gap.bars, bar[filled])  # the hole each note is in
     notes = GridNotes(rank * bar_len + notes.onset - lines[bar[filled]], notes.duration, notes.pitch,
                       notes.velocity_bin)
-    notes, inst = kept_first(notes, inst, {vocab.inst_id(k) for k in gap.parts})
     fill_meter = Meter([0], [next(ts for ts in vocab.config.time_signatures if vocab.config.bar_steps(*ts) == bar_len)])
     written = encode_ids(notes, fill_meter, vocab, inst, min_bars=len(gap.bars), fill=True)
     head = np.concatenate([vocab.header_ids(keys, style), body, [vocab.index[FILL]], vocab.header_ids(keys)[1:]])

@@ -87,7 +87,6 @@ PREDICATES = {
     "unfilled": ("filling", ">=", 0, "before `fill`"),
     "owing": ("owed", ">=", 1, "a `hole` is not yet filled"),
     "settled": ("owed", "<", 1, "every `hole` is filled"),
-    "refilling": ("filling", "<", 0, "after `fill`"),
 }
 
 RULES = (
@@ -129,10 +128,7 @@ CONDITIONS = {
     "in_bar": Condition("pos", "<", "bar_len", "a position stays inside the bar"),
     "chord_rises": Condition("pitch", ">=", "last_pitch", "pitches of one part at one onset do not fall"),
     "new_velocity": Condition("vel", "!=", "vel", "a velocity word changes the velocity"),
-    "part_rises": Condition("inst", ">", "part", "parts come in ascending key order, each once per onset",
-                            unless="refilling"),
-    "part_changes": Condition("inst", "!=", "part", "a part named is not the one just named (in a fill the parts it "
-                              "keeps come first at each onset, then the parts it writes: each run ascending)"),
+    "part_rises": Condition("inst", ">", "part", "parts come in ascending key order, each once per onset"),
     "in_ensemble": Condition("inst", "in", "ensemble", "a part in the body is one the header named (in a fill: one the fill named)",
                              unless="header"),
     "repeats_a_bar": Condition("rep", "<", "meter_bars", "the bar K back exists, in the same meter (so of the same length)"),

@@ -1,23 +1,20 @@
 """The notes a fill keeps, given to the sampler word for word while the model writes the rest.
 
-A fill's bars are written whole, at each onset the parts it keeps first, then the parts it
-writes (:func:`deeporb.encoding.fills.kept_first`). The kept parts' notes are *events* (a bar
-of the fill, an onset, a part, its notes). :class:`KeptNotes` constrains the sampler so that
-every event is written exactly where it stands and nothing else of those parts is, and the
-model writes the asked parts after them, hearing every kept note at its onset. Only which
-words may stand is constrained (as the grammar's masks do), never which pitch the model picks
-for its own parts.
+A fill's bars are written whole, every part in score order (:mod:`deeporb.encoding.fills`).
+The parts the fill does not rewrite keep their notes: each is an *event* (a bar of the fill,
+an onset, a part, its notes). :class:`KeptNotes` constrains the sampler so that every event is
+written exactly where it stands and nothing else of those parts is, and the model writes the
+asked parts around them, hearing each kept note at its onset. Only which words may stand is
+constrained (as the grammar's masks do), never which pitch the model picks for its own parts.
 
-The rules, per fill row, after the grammar's mask (:meth:`KeptNotes.restrict`):
+The rules, per row, after the grammar's mask (:meth:`KeptNotes.restrict`):
 
 * after a kept part's ``inst_`` word, its notes' words follow as given (``vel_`` only where the
   velocity changes, as the grammar has it), and no other note of it;
 * no ``rep_K`` word (a repeated bar would copy kept notes where none are given);
 * a kept part may be named only at its next event's onset; with an event pending in the bar,
-  an onset may not pass it and the bar may not close; at its onset it is named first (kept
-  parts come first, in score order);
-* the parts written anew follow in score order, each once per onset (the grammar, which lets a
-  fill's kept parts come first, leaves that order to this rule);
+  an onset may not pass it, the bar may not close, and at its onset only parts below it (in
+  score order) or the part itself may be named;
 * where the grammar leaves nothing (a bar past its word limit), the step that brings the
   pending event closer is taken.
 """
@@ -80,7 +77,6 @@ class KeptNotes:
         self.bar = [0] * len(events)  # the prompt ends with the first fill bar's `bar`
         self.next = [0] * len(events)
         self.queue: list[list[int]] = [[] for _ in events]
-        self.written = [-1] * len(events)  # the last part written anew named at this onset (its inst_ id)
         self.bar_id, self.eos_id = vocab.index[BAR], vocab.index[EOS]
         self.pos = slice(*vocab.blocks["pos"])
         self.inst0, self.inst_end = vocab.blocks["inst"]
@@ -89,7 +85,7 @@ class KeptNotes:
 
     def keep(self, rows: list[bool]) -> None:
         """Drop the rows that left the batch."""
-        for name in ("events", "kept", "bar", "next", "queue", "written"):
+        for name in ("events", "kept", "bar", "next", "queue"):
             setattr(self, name, [x for x, k in zip(getattr(self, name), rows, strict=True) if k])
 
     def pending(self, r: int) -> Event | None:
@@ -115,17 +111,15 @@ class KeptNotes:
             if self.inst0 + int(part[r]) in self.kept[r]:  # its notes here were all given
                 allowed[r, self.chord] = False
             event = self.pending(r)
-            here = event is not None and int(pos[r]) == event.pos
-            if here:  # the kept parts first: nothing is written anew before this one's notes
-                allowed[r, self.inst0 : self.inst_end] = False
-                allowed[r, event.part] = grammar_row[event.part]
-            else:  # the parts written anew: score order, each once per onset
-                allowed[r, self.inst0 : self.written[r] + 1] = False
             if event is None:
                 continue
+            here = int(pos[r]) == event.pos
             allowed[r, self.bar_id] = allowed[r, self.eos_id] = False
             first = self.pos.start
             allowed[r, first + event.pos + (0 if here else 1) : self.pos.stop] = False  # no onset past it
+            if here:
+                allowed[r, event.part + 1 : self.inst_end] = False  # only parts below it, then itself
+                allowed[r, event.part] = grammar_row[event.part]
             if not bool(allowed[r].any()):  # a full bar: the step towards the event
                 allowed[r, event.part if here else first + event.pos] = True
 
@@ -139,11 +133,6 @@ class KeptNotes:
             elif t == self.bar_id:
                 self.bar[r] += 1
                 self.next[r] = 0
-                self.written[r] = -1
-            elif self.pos.start <= t < self.pos.stop:
-                self.written[r] = -1
-            elif self.inst0 <= t < self.inst_end and t not in self.kept[r]:
-                self.written[r] = t
             elif self.inst0 <= t < self.inst_end and (event := self.pending(r)) is not None and t == event.part:
                 words, now = [], int(vel[r])
                 for v, pitch, dur in event.notes:
