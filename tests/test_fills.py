@@ -33,6 +33,7 @@ from deeporb.encoding.words import (
 )
 from deeporb.errors import UserError
 from deeporb.generation.compose import Fill, Settings, compose, generate_plans, plan
+from deeporb.generation.forced import kept_repeats
 from deeporb.generation.masks import Grammar
 from deeporb.generation.prompts import MAX_PRIMER_BARS, load_primer
 from deeporb.midi import read_midi
@@ -94,8 +95,8 @@ def test_random_walks_through_fill_sequences_decode_and_each_fill_bar_lands_in_i
 
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from([
-    (["<bos>", "inst_alto", "inst_bass", "bar", "ts_4/4", "hole", "bar", "pos_0", "inst_bass", "vel_1", "C2", "dur_1",
-      "bar", "hole", "fill", "inst_alto", "inst_bass", "bar"], 2),
+    (["<bos>", "inst_alto", "inst_bass", "bar", "ts_4/4", "pos_0", "inst_bass", "vel_1", "C2", "dur_1", "bar", "hole",
+      "bar", "hole", "bar", "pos_0", "inst_alto", "C3", "dur_1", "fill", "inst_alto", "inst_bass", "bar"], 2),
     (["<bos>", "style_bach", "inst_alto", "inst_soprano", "bar", "ts_3/4", "hole", "fill", "inst_alto",
       "inst_soprano", "bar"], 1),
 ]))
@@ -137,6 +138,30 @@ def test_a_fill_sequence_of_a_real_chorale_decodes_into_the_piece_at_its_start_m
                 assert g == GridNotes(*(getattr(w, c)[w.onset < end] for c in GRID_COLUMNS)), (gap, voice)
             assert head.tolist().count(vocab.index[HOLE]) == len(gap.bars)
             assert vocab.decode_ids(head[-5:]) == ["fill", *(f"inst_{v}" for v in VOICES)]  # the fill writes bars whole
+
+
+def test_a_fill_bar_that_repeats_an_earlier_bar_of_the_piece_is_one_rep_word_and_decodes_back(chorale_midi_dir):
+    """Left to right a bar equal to one up to 16 back is one ``rep_K`` word; in a fill too, the
+    bar K back being before the gap or one the fill wrote, so every 4-bar gap of these chorales
+    reads back into its piece."""
+    vocab = Vocabulary(EncodingConfig(), VOICES, repeat_bars=16, fills=True)
+    first, end = vocab.rep_ids
+    repeats = 0
+    for path in sorted(chorale_midi_dir.glob("*.mid"))[:6]:
+        parts, meter = chorale_parts(path, vocab)
+        row = encode_score(parts, meter, vocab)
+        whole = decode_score(vocab.decode_ids(row), vocab)[0]
+        nbars = row.tolist().count(vocab.index[BAR])
+        lines, _ = meter.bar_lines(nbars * 96, vocab.config)
+        for start in range(nbars - 4):
+            gap = Gap(tuple(range(start, start + 4)), VOICES)
+            head, fill = encode_fill(parts, meter, vocab, gap, lookahead=0)
+            repeats += int(((fill >= first) & (fill < end)).sum())
+            got = decode_score(vocab.decode_ids(np.concatenate([head, fill])), vocab)[0]
+            for voice in VOICES:
+                w = whole[voice]
+                assert got[voice] == GridNotes(*(getattr(w, c)[w.onset < lines[start + 4]] for c in GRID_COLUMNS))
+    assert repeats >= 10
 
 
 def test_training_fill_examples_fit_the_window_and_hold_every_hole_they_mark(chorale_midi_dir):
@@ -223,6 +248,33 @@ def test_the_words_a_fill_writes_give_the_parts_it_keeps_note_for_note_at_their_
                     assert len(inside) and inside != given
                 else:
                     assert inside == given, voice
+
+
+def test_a_fill_may_repeat_a_bar_only_where_the_bar_holds_the_same_kept_notes(chorale_midi_dir):
+    """A model that would repeat a bar wherever it may: a fill of every part repeats bars, a fill
+    of two parts repeats only bars whose soprano and bass are this bar's (a repeat copies every
+    part), so the kept notes still come back exactly."""
+    model = fill_model(seed=6)
+    vocab = model.vocab
+    with torch.no_grad():
+        model.head.bias[slice(*vocab.rep_ids)] += 30.0
+    asked = ["alto", "tenor"]
+    found = [(primer, first) for primer in (load_primer(p, vocab, MAX_PRIMER_BARS, "name")
+                                            for p in sorted(chorale_midi_dir.glob("*.mid")))
+             for first in range(1, primer.bars - 4)
+             if any(kept_repeats(primer.parts, primer.meter, vocab, Gap(tuple(range(first, first + 4)), asked)))]
+    primer, first = found[0]
+    start, end = first * 48, (first + 4) * 48  # 4/4
+    for parts in (list(VOICES), asked):
+        planned = plan(model, Settings(fill=Fill(parts=parts, bars=[first + 1, first + 4]), seed=2), 2, primer)
+        for prompt, row in zip(planned.prompts, generate_plans(model, [planned])[0], strict=True):
+            words = vocab.decode_ids(prompt + row)
+            assert any(w.startswith("rep_") for w in words[words.index(FILL):])
+            written, _ = decode_score(words, vocab, strict=True)
+            for voice in set(VOICES) - set(parts):
+                got, given = (GridNotes(*(getattr(x, c)[(x.onset >= start) & (x.onset < end)] for c in GRID_COLUMNS))
+                              for x in (written[voice], primer.parts[voice]))
+                assert got == given and len(given), voice
 
 
 def test_a_part_the_primer_lacks_is_added_and_plays_in_every_sample(chorale_midi_dir, tmp_path):

@@ -10,7 +10,7 @@ The fill writes the gap's bars whole (every part: at sampling the parts that kee
 given word for word), after 0 to :data:`MAX_LOOKAHEAD` bars of what follows the gap and as
 many bars before it as fit in the window (``seq_len + 1`` words). Like a plain window, an
 example may start at any bar, so a ``rep_K`` may point before its start and its first bar may
-not name the meter. A gap's bars share one length (a fill's bars take their holes' length).
+not name the meter. A gap's bars are in one meter (a fill's bars take their holes' length).
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ MAX_LOOKAHEAD = 4  # bars after the gap, drawn from 0 to this (sampling reads fi
 TRIES = 4  # gaps halved this many times before an example falls back to a plain window
 
 
-def random_gap(keys: list[str], lengths: np.ndarray, rng: np.random.Generator) -> tuple[Gap, bool]:
-    """A random gap in a piece of ``len(lengths)`` bars (``lengths``: each bar's length in
-    steps) with parts ``keys``, and whether it is a "throughout" gap (no context bars)."""
+def random_gap(keys: list[str], meters: np.ndarray, rng: np.random.Generator) -> tuple[Gap, bool]:
+    """A random gap in a piece of ``len(meters)`` bars (``meters``: the meter each bar is in,
+    the gap's bars in one) with parts ``keys``, and whether it is a "throughout" gap (no
+    context bars)."""
     throughout = bool(rng.random() < THROUGHOUT_SHARE)
     most = WHOLE_BARS if throughout else int(rng.integers(1, MAX_GAP_BARS + 1))
-    first = int(rng.integers(len(lengths)))
+    first = int(rng.integers(len(meters)))
     last = first
-    while last + 1 < len(lengths) and last + 1 - first < most and lengths[last + 1] == lengths[first]:
+    while last + 1 < len(meters) and last + 1 - first < most and meters[last + 1] == meters[first]:
         last += 1
     return Gap(tuple(range(first, last + 1)), tuple(keys)), throughout
 
@@ -49,7 +50,7 @@ def fill_example(
     lines = sounding_bar_lines(parts, meter, vocab.config)
     if len(lines) < 2:
         return None
-    gap, throughout = random_gap(sorted(parts), np.diff(lines), rng)
+    gap, throughout = random_gap(sorted(parts), np.searchsorted(meter.starts, lines[:-1], side="right") - 1, rng)
     lookahead = 0 if throughout else int(rng.integers(MAX_LOOKAHEAD + 1))
     bar_id = vocab.index[BAR]
     header = len(vocab.header_ids(sorted(parts), style))

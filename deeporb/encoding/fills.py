@@ -42,6 +42,7 @@ from deeporb.encoding.words import (
     Meter,
     Vocabulary,
     encode_ids,
+    repeated_bars,
 )
 
 LOOKAHEAD = 2  # bars after the gap that the fill is written after (and towards)
@@ -86,16 +87,16 @@ def in_gap(onset: np.ndarray, lines: np.ndarray, gap: Gap) -> np.ndarray:
 
 
 def check_gap(gap: Gap, meter: Meter, vocab: Vocabulary) -> int:
-    """The holes' bar length in grid steps; ValueError where the gap's bars differ in length
-    (the fill's bars all take one length) or a part is not in the vocabulary."""
+    """The holes' bar length in grid steps; ValueError where the gap's bars are not in one meter
+    (the fill's bars all take one length and count back in it) or a part is not in the
+    vocabulary."""
     for key in gap.parts:
         vocab.inst_id(key)  # KeyError names what the vocabulary knows
-    lines, _ = bar_lines(meter, gap.bars[-1] + 1, vocab)
-    lengths = {int(lines[b + 1] - lines[b]) for b in gap.bars}
-    if len(lengths) > 1:
+    lines, which = bar_lines(meter, gap.bars[-1] + 1, vocab)
+    if len({int(which[b]) for b in gap.bars}) > 1:
         raise ValueError(f"the bars of a fill must share one length (one meter); bars "
                          f"{gap.bars[0] + 1}-{gap.bars[-1] + 1} change meter")
-    return lengths.pop()
+    return int(lines[gap.bars[0] + 1] - lines[gap.bars[0]])
 
 
 def take(grid: GridNotes, part: np.ndarray, keep: np.ndarray) -> tuple[GridNotes, np.ndarray]:
@@ -125,7 +126,7 @@ def encode_fill(
     grid, part = score_notes(parts, vocab)
     last = gap.bars[-1]
     longest = vocab.config.max_bar_quarters * vocab.config.resolution
-    lines, _ = meter.bar_lines((int(grid.onset.max()) if len(grid) else 0) + (last + 1) * longest, vocab.config)
+    lines, which = meter.bar_lines((int(grid.onset.max()) if len(grid) else 0) + (last + 1) * longest, vocab.config)
     bar = np.searchsorted(lines, grid.onset, side="right") - 1
     filled = np.isin(bar, gap.bars)
     kept, kept_part = take(grid, part, ~filled & (bar <= last + lookahead))
@@ -135,7 +136,10 @@ def encode_fill(
     notes = GridNotes(rank * bar_len + notes.onset - lines[bar[filled]], notes.duration, notes.pitch,
                       notes.velocity_bin)
     fill_meter = Meter([0], [next(ts for ts in vocab.config.time_signatures if vocab.config.bar_steps(*ts) == bar_len)])
-    written = encode_ids(notes, fill_meter, vocab, inst, min_bars=len(gap.bars), fill=True)
+    repeats = None
+    if vocab.repeat_bars and len(grid):  # a bar of the gap equal to one before it, in the whole piece
+        repeats = repeated_bars(bar, grid.onset - lines[bar], grid, part, which, vocab.repeat_bars)[list(gap.bars)]
+    written = encode_ids(notes, fill_meter, vocab, inst, min_bars=len(gap.bars), fill=True, repeats=repeats)
     head = np.concatenate([vocab.header_ids(keys, style), body, [vocab.index[FILL]], vocab.header_ids(keys)[1:]])
     return head.astype(np.int64), np.concatenate([written, [vocab.index[EOS]]]).astype(np.int64)
 

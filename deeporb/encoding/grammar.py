@@ -87,6 +87,8 @@ PREDICATES = {
     "unfilled": ("filling", ">=", 0, "before `fill`"),
     "owing": ("owed", ">=", 1, "a `hole` is not yet filled"),
     "settled": ("owed", "<", 1, "every `hole` is filled"),
+    "after_hole": ("hole_before", ">=", 1, "the bar before was a `hole`"),
+    "refilling": ("filling", "<", 0, "after `fill`"),
 }
 
 RULES = (
@@ -99,7 +101,7 @@ RULES = (
     Rule(("eos",), ("inst",), "an empty piece ends after its header", when=("header", "settled")),
     Rule(("bar",), ("bar", "ts", "dur", "rep", "hole"), "a bar may end after its header or any note; empty bars keep rests",
          when=("unfilled",)),
-    Rule(("bar",), ("bar", "dur"), "the fill holds one bar for each hole, in order", when=("owing",)),
+    Rule(("bar",), ("bar", "dur", "rep"), "the fill holds one bar for each hole, in order", when=("owing",)),
     Rule(("eos",), ("bar", "ts", "dur", "rep", "hole"), "a piece ends after any bar, once every hole is filled",
          when=("settled",)),
     Rule(("ts",), ("bar",), "a time signature stands right after `bar` (a fill's bars take their holes' length)",
@@ -117,7 +119,11 @@ RULES = (
     Rule(("rep",), ("bar", "ts"), "a bar may say it repeats, note for note, the bar K back instead of its notes",
          when=("unfilled",)),
     Rule(("hole",), ("bar", "ts"), "a bar may say its notes come later, in the fill (it holds nothing else)",
-         when=("unfilled",), views=("score",)),
+         when=("unfilled", "settled"), views=("score",)),
+    Rule(("hole",), ("bar",), "the holes are one run of bars, in one meter (so the fill can count its bars back)",
+         when=("unfilled", "after_hole"), views=("score",)),
+    Rule(("rep",), ("bar",), "a fill's bar may repeat the piece's bar K back (before the gap, or one the fill wrote)",
+         when=("refilling",), views=("score",)),
     Rule(("fill",), ("bar", "ts", "dur", "rep", "hole"), "after the last bar of a piece with holes, the fill",
          when=("unfilled", "owing"), views=("score",)),
     Rule(("inst",), ("fill",), "the fill names its parts (a header of its own)", views=("score",)),
@@ -145,10 +151,15 @@ UPDATES = {
     "last_pitch": {"bar": -1, "pos": -1, "inst": -1, "pitch": "value"},
     # a repeated bar's last velocity is not known here, nor a fill's: the next note names its own
     "vel": {"vel": "value", "rep": -1, "fill": -1},
-    "meter_bars": {"bar": ("meter_bars", 1), "ts": 1},  # bars so far in the meter in force, this one included
+    # bars so far in the meter in force, this one included; a fill's bars count as their holes
+    "meter_bars": {"bar": ("meter_bars", 1), "ts": 1, "fill": ("gap_meter_bars", -1)},
     "owed": {"hole": ("owed", 1), "bar": ("owed", "filling")},  # holes not yet filled: a fill's bar fills one
     "filling": {"fill": -1},  # 0 before `fill`, -1 after (so that a bar then pays one hole)
     "hole_len": {"hole": ("bar_len",)},  # the holes' bar length, which the fill's bars take
+    "hole_here": {"hole": 1, "bar": 0},  # this bar is a hole
+    "hole_before": {"bar": ("hole_here",)},  # the bar before was a hole
+    "minus_holes": {"hole": ("minus_holes", -1)},  # minus the holes so far
+    "gap_meter_bars": {"hole": ("meter_bars", "minus_holes")},  # meter_bars at the first hole
 }
 # the one set-valued field: a word of kind ENSEMBLE[0] adds its value to it while the predicate
 # ENSEMBLE[1] holds; a word of kind ENSEMBLE[2] empties it (the fill names its own parts)
@@ -166,7 +177,7 @@ def initial(bar_len: int) -> dict[str, int]:
     before 0, so the first ``bar`` is at 0."""
     return {"prev": PREV_KINDS.index(START), "bars": 0, "bar_start": -bar_len, "bar_len": bar_len,
             "pos": -1, "part": -1, "last_pitch": -1, "vel": -1, "meter_bars": 0, "owed": 0, "filling": 0,
-            "hole_len": bar_len}
+            "hole_len": bar_len, "hole_here": 0, "hole_before": 0, "minus_holes": 0, "gap_meter_bars": 0}
 
 
 def rules_for(view: str) -> tuple[Rule, ...]:

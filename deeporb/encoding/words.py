@@ -424,7 +424,7 @@ def quantize(notes: dict, config: EncodingConfig) -> GridNotes:
 
 def encode_ids(
     grid: GridNotes, meter: Meter, vocab: Vocabulary, part: np.ndarray | None = None,
-    holes=(), min_bars: int = 0, fill: bool = False,
+    holes=(), min_bars: int = 0, fill: bool = False, repeats: np.ndarray | None = None,
 ) -> np.ndarray:
     """Grid notes -> body word ids (no header, no ``<eos>``). Vectorised: no per-note loop.
 
@@ -437,7 +437,9 @@ def encode_ids(
 
     For fills (:mod:`deeporb.encoding.fills`): the bars in ``holes`` (indices) are written
     ``bar [ts] hole`` and never folded; at least ``min_bars`` bars are written (trailing empty
-    ones too); ``fill`` writes a fill's bars: no ``ts_`` and no ``rep_`` words.
+    ones too); ``fill`` writes a fill's bars: no ``ts_`` words, and ``rep_K`` only where
+    ``repeats`` (per bar: K, or 0) says (a fill's bar repeating a bar of the piece, which the
+    fill's own bars cannot show).
     """
     config = vocab.config
     n = len(grid)
@@ -456,9 +458,12 @@ def encode_ids(
     bar = np.searchsorted(lines, grid.onset, side="right") - 1
     pos = grid.onset - lines[bar]
     back = np.zeros(nbars, dtype=np.int64)
-    if vocab.repeat_bars and n and not fill:
+    if fill and repeats is not None:
+        back[: len(repeats)] = np.asarray(repeats, dtype=np.int64)[:nbars]
+    elif vocab.repeat_bars and n and not fill:
         back = repeated_bars(bar, pos, grid, part, which, vocab.repeat_bars)
         back[hole_flag > 0] = 0
+    if back.any():
         kept = back[bar] == 0
         grid, bar, pos = GridNotes(*(getattr(grid, c)[kept] for c in GRID_COLUMNS)), bar[kept], pos[kept]
         part = None if part is None else part[kept]
@@ -591,6 +596,7 @@ def read_words(
     bar_notes, bar_starts = [], []  # per bar so far: its first note's index in notes, its start step
     starts, sigs = [0], [(4, 4)]
     holes, shift, header = [], 0, None  # hole bars' starts; a fill bar's offset to its hole; the header's ensemble
+    hole_bars, filled = [], []  # each hole's bar index; the notes each fill bar wrote (a range of notes)
     kind_value, unknown, unreadable = vocab.kind_values, UNKNOWN, UNREADABLE
     for i, w in enumerate(words):
         kind, value = kind_value.get(w, unknown)
@@ -606,16 +612,18 @@ def read_words(
         if kind == "dur":
             notes.append((s[BAR_START] + s[POS] + shift, value, s[LAST_PITCH], s[VEL], s[PART]))
         elif kind == "rep":  # the bar `value` back, note for note (the grammar checked it exists)
-            source = len(bar_notes) - 1 - value
-            offset = s[BAR_START] - bar_starts[source]
-            notes += [(o + offset, *rest) for o, *rest in notes[bar_notes[source] : bar_notes[source + 1]]]
+            notes += repeated(notes, bar_notes, bar_starts, hole_bars, holes, filled, value, header is not None)
         elif kind == "hole":
             holes.append(s[BAR_START])
+            hole_bars.append(len(bar_notes) - 1)
         elif kind == "fill":
             header = walk.ensemble.copy()
         step(kind, value)
         if kind == "bar" and header is not None:  # a fill's bar: its notes go to the next hole
             shift = holes[s[BARS] - 1] - s[BAR_START]
+            if filled:
+                filled[-1][1] = len(notes)
+            filled.append([len(notes), None])
         elif kind == "bar":
             bar_notes.append(len(notes))
             bar_starts.append(s[BAR_START])
@@ -630,9 +638,31 @@ def read_words(
         why = walk.refusal("eos", 0)
         if strict and why is not None:
             raise DecodeError(f"word {len(words)} ('<end>'): the words may not end here ({why})")
+    if filled and filled[-1][1] is None:
+        filled[-1][1] = len(notes)
     table = np.asarray(notes, dtype=np.int64).reshape(-1, 5)
     ensemble = walk.ensemble if header is None else header | walk.ensemble
     return dict(zip((*GRID_COLUMNS, "part"), table.T, strict=True)), Meter(starts, sigs), ensemble
+
+
+def repeated(notes, bar_notes, bar_starts, hole_bars, holes, filled, back: int, in_fill: bool) -> list[tuple]:
+    """The notes of the bar ``back`` bars before the current one, moved to it (read_words'
+    lists: each bar's first note, each bar's start, each hole's bar and start, each fill bar's
+    notes). In a fill the current bar is its hole, and a bar back in the gap holds the notes
+    the fill wrote there."""
+    if not in_fill:
+        source = len(bar_notes) - 1 - back
+        offset = bar_starts[-1] - bar_starts[source]
+        return [(o + offset, *rest) for o, *rest in notes[bar_notes[source] : bar_notes[source + 1]]]
+    j = len(filled) - 1  # the fill bar being written, in hole j
+    source = hole_bars[j] - back
+    if source in hole_bars:  # a bar of the gap: what the fill wrote there (already at its hole)
+        first, end = filled[hole_bars.index(source)]
+        offset = holes[j] - holes[hole_bars.index(source)]
+    else:
+        first, end = bar_notes[source], bar_notes[source + 1]
+        offset = holes[j] - bar_starts[source]
+    return [(o + offset, *rest) for o, *rest in notes[first:end]]
 
 
 def decode_words(words, vocab: Vocabulary, strict: bool = True) -> tuple[GridNotes, Meter]:

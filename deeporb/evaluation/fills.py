@@ -98,10 +98,10 @@ def gap_notes(piece: HeldOutPiece, gap: Gap, lines: np.ndarray) -> int:
 def standard_gaps(piece: HeldOutPiece, config: EncodingConfig) -> dict[str, list[Gap]]:
     """The piece's ``bars4`` gap (none, or the 4 bars nearest its middle that share one meter
     and hold a note, a bar of context each side) and its ``part`` gaps (each part with notes,
-    throughout; none where the meter changes, as a fill's bars share one length)."""
+    throughout; none where the meter changes, as a fill's bars are in one meter)."""
     lines = piece_bar_lines(piece, config)
-    lengths = np.diff(lines)
-    nbars = len(lengths)
+    meters = np.searchsorted(piece.meter.starts, lines[:-1], side="right") - 1  # the meter of each bar
+    nbars = len(meters)
     out: dict[str, list[Gap]] = {"bars4": [], "part": []}
     keys = sorted(piece.parts)
     if nbars >= GAP_BARS + 2:
@@ -109,10 +109,10 @@ def standard_gaps(piece: HeldOutPiece, config: EncodingConfig) -> dict[str, list
         starts = sorted(range(1, nbars - GAP_BARS), key=lambda s: (abs(s - centre), s))
         for first in starts:
             gap = Gap(tuple(range(first, first + GAP_BARS)), tuple(keys))
-            if len(set(lengths[first : first + GAP_BARS].tolist())) == 1 and gap_notes(piece, gap, lines):
+            if len(set(meters[first : first + GAP_BARS].tolist())) == 1 and gap_notes(piece, gap, lines):
                 out["bars4"].append(gap)
                 break
-    if nbars and len(set(lengths.tolist())) == 1:
+    if nbars and len(set(meters.tolist())) == 1:
         out["part"] = [Gap(tuple(range(nbars)), (k,)) for k in keys if len(piece.parts[k])]
     return out
 
@@ -161,6 +161,11 @@ def plain_weights(ids: np.ndarray, vocab: Vocabulary, gap: Gap) -> np.ndarray:
         elif kind == _KIND["pos"]:
             pos_at = i
         elif kind == _KIND["rep"]:
+            if whole_bars:  # the bar's every word is the gap's, whatever it repeats
+                weights[i] = float(bar in in_gap)
+                continue
+            if bar - value < 0:  # a fill's bar repeating one of the piece before the fill's bars
+                raise ValueError("a rep_K before the row's first bar: its notes' parts are not known here")
             per_bar[bar] = per_bar[bar - value].copy()
             notes = per_bar[bar].sum()
             if bar in in_gap and notes:

@@ -36,7 +36,7 @@ from deeporb.encoding.grammar import View
 from deeporb.encoding.score import decode_score
 from deeporb.encoding.words import BAR, GridNotes, Meter, Vocabulary, decode_words
 from deeporb.errors import UserError
-from deeporb.generation.forced import kept_events
+from deeporb.generation.forced import Kept, kept_notes
 from deeporb.generation.loop import draw_header, generate
 from deeporb.generation.prompts import Primer, bar_grid, build_prompts, score_prompt
 from deeporb.generation.refill import gap_of, refill_tracks
@@ -329,7 +329,7 @@ class Plan:
     start_step: int  # the first grid step written (the primer's end when its bars are not kept)
     gap: Gap | None = None  # a fill's: what the rows write (one bar per hole), instead of bars after the primer
     primer: Primer | None = None  # a fill's primer, which the written gap goes into
-    kept: tuple[list, set[int]] | None = None  # a fill's notes given word for word (forced.kept_events), their parts' ids
+    kept: Kept | None = None  # what a fill keeps: its notes given word for word (forced.kept_notes)
     required: list[str] | None = None  # a fill's added parts: each must play, the others kept as the prompt has them
 
     @property
@@ -397,8 +397,7 @@ def plan(model, settings: Settings, num_samples: int = 1, primer: Primer | None 
         styles = styles_drawn()
         prompts = [fill_prompt(primer.parts, primer.meter, vocab, gap, s, primer.bars) for s in styles]
         added = [k for k in gap.parts if k not in primer.parts]  # each must play (the kept ones may rest)
-        kept = (kept_events(primer.parts, primer.meter, vocab, gap),
-                {vocab.inst_id(k) for k in primer.parts if k not in gap.parts})
+        kept = kept_notes(primer.parts, primer.meter, vocab, gap)
         return Plan(settings, view, prompts, [None] * len(prompts), [], styles,
                     [primer.meter] * len(styles), primer.tempos or tempos, primer.bars, 0, gap, primer, kept, added or None)
     if view == View.SCORE:

@@ -11,7 +11,8 @@ The rules, per row, after the grammar's mask (:meth:`KeptNotes.restrict`):
 
 * after a kept part's ``inst_`` word, its notes' words follow as given (``vel_`` only where the
   velocity changes, as the grammar has it), and no other note of it;
-* no ``rep_K`` word (a repeated bar would copy kept notes where none are given);
+* ``rep_K`` (the bar repeats the piece's bar K back, note for note) only where that bar's kept
+  notes are this bar's (:attr:`Kept.repeats`); the repeat then gives this bar's events;
 * a kept part may be named only at its next event's onset; with an event pending in the bar,
   an onset may not pass it, the bar may not close, and at its onset only parts below it (in
   score order) or the part itself may be named;
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from deeporb.encoding.fills import Gap, bar_lines, check_gap
-from deeporb.encoding.words import BAR, EOS, GridNotes, Meter, Vocabulary
+from deeporb.encoding.words import BAR, EOS, GRID_COLUMNS, GridNotes, Meter, Vocabulary
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,43 @@ class Event:
     pos: int
     part: int  # its inst_ word id
     notes: tuple[tuple[int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What a fill keeps: per hole, the kept parts' events and the ``rep_K`` word ids that may
+    stand there; the kept parts' ``inst_`` ids."""
+
+    events: list[list[Event]]
+    parts: set[int]
+    repeats: list[set[int]]
+
+
+def kept_notes(parts: dict[str, GridNotes], meter: Meter, vocab: Vocabulary, gap: Gap) -> Kept:
+    """What the sampler must give while it writes the gap of a fill of ``parts``."""
+    return Kept(kept_events(parts, meter, vocab, gap), {vocab.inst_id(k) for k in parts if k not in gap.parts},
+                kept_repeats(parts, meter, vocab, gap))
+
+
+def kept_repeats(parts: dict[str, GridNotes], meter: Meter, vocab: Vocabulary, gap: Gap) -> list[set[int]]:
+    """Per hole, the ``rep_K`` word ids whose bar K back (in the same meter) holds exactly the
+    kept parts' notes this bar holds: only there may a fill's bar repeat it, since a repeat
+    copies every part."""
+    if not vocab.repeat_bars:
+        return [set() for _ in gap.bars]
+    lines, which = bar_lines(meter, gap.bars[-1] + 1, vocab)
+
+    def kept_in(b: int) -> tuple:
+        out = []
+        for key in sorted(set(parts) - set(gap.parts)):
+            g = parts[key]
+            inside = (g.onset >= lines[b]) & (g.onset < lines[b + 1])
+            out.append((key, g.onset[inside] - lines[b], *(getattr(g, c)[inside] for c in GRID_COLUMNS[1:])))
+        return tuple((k, *(a.tobytes() for a in cols)) for k, *cols in out)
+
+    first = vocab.rep_ids[0]
+    return [{first + k - 1 for k in range(1, vocab.repeat_bars + 1)
+             if b - k >= 0 and which[b - k] == which[b] and kept_in(b - k) == kept_in(b)} for b in gap.bars]
 
 
 def kept_events(parts: dict[str, GridNotes], meter: Meter, vocab: Vocabulary, gap: Gap) -> list[list[Event]]:
@@ -69,9 +107,12 @@ class KeptNotes:
     """Per row of a batch: the events of its fill (None: a row without kept notes), the fill
     bar it is in, the next event, and the words still to give."""
 
-    def __init__(self, vocab: Vocabulary, events: list[list[list[Event]] | None], kept_parts: list[set[int]]) -> None:
+    def __init__(self, vocab: Vocabulary, rows: list[Kept | None]) -> None:
         self.vocab = vocab
-        self.events, self.kept = list(events), list(kept_parts)
+        self.events = [k and k.events for k in rows]
+        self.kept = [k.parts if k else set() for k in rows]
+        self.repeats = [k and k.repeats for k in rows]
+        events = self.events
         # the most words the given notes add to a row (the loop's step bound grows by this)
         self.words = max((sum(2 + 3 * len(e.notes) for bar in ev for e in bar) for ev in events if ev), default=0)
         self.bar = [0] * len(events)  # the prompt ends with the first fill bar's `bar`
@@ -85,7 +126,7 @@ class KeptNotes:
 
     def keep(self, rows: list[bool]) -> None:
         """Drop the rows that left the batch."""
-        for name in ("events", "kept", "bar", "next", "queue"):
+        for name in ("events", "kept", "repeats", "bar", "next", "queue"):
             setattr(self, name, [x for x, k in zip(getattr(self, name), rows, strict=True) if k])
 
     def pending(self, r: int) -> Event | None:
@@ -106,6 +147,9 @@ class KeptNotes:
                 continue
             grammar_row = allowed[r].clone()
             allowed[r, self.rep] = False
+            if self.bar[r] < len(self.repeats[r]):
+                for t in self.repeats[r][self.bar[r]]:
+                    allowed[r, t] = grammar_row[t]
             for kept in self.kept[r]:
                 allowed[r, kept] = False  # a kept part plays only at its events
             if self.inst0 + int(part[r]) in self.kept[r]:  # its notes here were all given
@@ -133,6 +177,8 @@ class KeptNotes:
             elif t == self.bar_id:
                 self.bar[r] += 1
                 self.next[r] = 0
+            elif self.rep.start <= t < self.rep.stop:  # the bar repeated gives this bar's kept notes
+                self.next[r] = len(self.events[r][self.bar[r]])
             elif self.inst0 <= t < self.inst_end and (event := self.pending(r)) is not None and t == event.part:
                 words, now = [], int(vel[r])
                 for v, pitch, dur in event.notes:

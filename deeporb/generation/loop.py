@@ -12,7 +12,7 @@ import torch
 
 from deeporb.encoding.grammar import View
 from deeporb.generation.draw import choose
-from deeporb.generation.forced import KeptNotes
+from deeporb.generation.forced import Kept, KeptNotes
 from deeporb.generation.masks import MAX_BAR_WORDS, PLACE_WORDS, Grammar, GrammarState
 
 
@@ -52,7 +52,7 @@ def generate(
     ensembles: list[list[str] | None] | None = None,
     generators: list[torch.Generator] | None = None,
     required: list[list[str] | None] | None = None,
-    kept: list[tuple[list, set[int]] | None] | None = None,
+    kept: list[Kept | None] | None = None,
 ) -> list[list[list[int]]]:
     """Continue every prompt ``num_samples`` times by up to ``bars`` bars, all rows in one batch.
 
@@ -65,7 +65,7 @@ def generate(
     ``generators`` (instead of ``seed``): one per prompt, prompts of one request sharing one,
     so each request's words do not depend on what else is in the batch (serve.py's batches).
     ``required[j]``: parts that must play after prompt ``j`` without narrowing its ensemble (a
-    fill's added parts); ``kept[j]``: (events, kept part ids) of a fill prompt, the notes given
+    fill's added parts); ``kept[j]``: what the fill of prompt ``j`` keeps, the notes given
     word for word (:class:`deeporb.generation.forced.KeptNotes`).
     """
     model.eval()
@@ -85,7 +85,7 @@ def generate(
     given = None
     if any(kept or ()):
         rows = [kept[r % len(prompts)] for r in range(n_rows)]
-        given = KeptNotes(vocab, [k and k[0] for k in rows], [k[1] if k else set() for k in rows])
+        given = KeptNotes(vocab, rows)
     s = s.repeat(num_samples)
     state = (state[0].repeat(1, num_samples, 1), state[1].repeat(1, num_samples, 1))
     logits = logits.repeat(num_samples, 1)
