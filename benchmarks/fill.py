@@ -233,7 +233,7 @@ def likelihood(models: dict, pieces: list[HeldOutPiece], dm, orders) -> dict:
     scores = fill_scores(list(models.items()), pieces, baseline.lm, baseline.name, dm.vocab)
     out = {"data": describe_gaps(pieces, dm.vocab.config), "rows": [s.as_dict() for s in scores]}
     # bars4 split by whether the plain score writes a bar of the gap as `rep_K` (one word for a
-    # whole repeated bar), which a fill cannot say: it writes every bar of the gap out
+    # whole repeated bar; a fill's bar may be one too)
     split = {True: [], False: []}
     for piece in pieces:
         gap = standard_gaps(piece, dm.vocab.config)["bars4"]
@@ -357,7 +357,7 @@ def markdown(results: dict) -> str:
     split = results["likelihood"].get("bars4_by_repeat")
     if split:
         lines += ["", "`bars4` split by whether the plain score writes a bar of the gap as one `rep_K` word (a bar "
-                  "repeating an earlier one: left to right it costs one word; a fill writes every bar of its gap out):",
+                  "repeating an earlier one, one word in a fill's bars too):",
                   "", "| gaps | chorales | " + " | ".join(f"{r['name']} ({r['how']})" for r in
                                                        next(iter(split.values()))["rows"]) + " |",
                   "|---|---:|" + "---:|" * len(next(iter(split.values()))["rows"])]

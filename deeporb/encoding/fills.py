@@ -11,6 +11,8 @@ bars taken out and written after what follows them:
 * The piece goes on :data:`LOOKAHEAD` bars past the last hole (what the fill is written
   towards), then ``fill`` names the parts of the piece (a header of its own, ascending) and
   writes one whole bar per hole, in order, each as long as its hole, every part in score order.
+  A bar of the gap equal to one up to ``repeat_bars`` back in the piece (before the gap, or
+  earlier in it) is ``bar rep_K``, as in a plain row.
 
 An LSTM forgets what lies hundreds of words back, so the parts that keep playing in the gap
 are not left far back in the piece: they are written inside the fill's bars, at their onsets,
@@ -21,8 +23,9 @@ to right). Sampling a fill, those notes are given word for word
 
 The grammar (:mod:`deeporb.encoding.grammar`) declares both words, so strict decoding
 (:func:`deeporb.encoding.words.read_words`) reads a fill into its holes and the sampler's
-masks guarantee the fill holds exactly one bar per hole. Holes share one bar length (the
-grammar gives the fill's bars the holes' length): :func:`check_gap`.
+masks guarantee the fill holds exactly one bar per hole. The holes are one run of bars in one
+meter (the grammar gives the fill's bars the holes' length and counts them back as the
+holes): :func:`check_gap`.
 """
 
 from __future__ import annotations
@@ -94,7 +97,7 @@ def check_gap(gap: Gap, meter: Meter, vocab: Vocabulary) -> int:
         vocab.inst_id(key)  # KeyError names what the vocabulary knows
     lines, which = bar_lines(meter, gap.bars[-1] + 1, vocab)
     if len({int(which[b]) for b in gap.bars}) > 1:
-        raise ValueError(f"the bars of a fill must share one length (one meter); bars "
+        raise ValueError(f"the bars of a fill must be in one meter; bars "
                          f"{gap.bars[0] + 1}-{gap.bars[-1] + 1} change meter")
     return int(lines[gap.bars[0] + 1] - lines[gap.bars[0]])
 
