@@ -30,6 +30,7 @@ from deeporb.encoding.words import (
     GridNotes,
     Meter,
     Vocabulary,
+    note_counts,
 )
 from deeporb.errors import UserError
 from deeporb.generation.compose import Fill, Settings, compose, generate_plans, plan
@@ -161,6 +162,7 @@ def test_a_fill_bar_that_repeats_an_earlier_bar_of_the_piece_is_one_rep_word_and
             for voice in VOICES:
                 w = whole[voice]
                 assert got[voice] == GridNotes(*(getattr(w, c)[w.onset < lines[start + 4]] for c in GRID_COLUMNS))
+            assert note_counts(np.concatenate([head, fill]), vocab).sum() == sum(len(g) for g in got.values())
     assert repeats >= 10
 
 

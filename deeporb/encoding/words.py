@@ -544,14 +544,20 @@ def repeated_bars(bar, pos, grid: GridNotes, part, which, most: int) -> np.ndarr
 def note_counts(ids: np.ndarray, vocab: Vocabulary) -> np.ndarray:
     """How many notes each word of a row stands for: 1 per pitch word, the repeated bar's notes
     per ``rep_K``, else 0. ``bits_per_note`` divides by their sum, so a folded bar's notes
-    still count. A ``rep_K`` pointing before the row's start (a window) counts 0."""
+    still count. A ``rep_K`` pointing before the row's start (a window) counts 0; in a fill's
+    bars it counts back from its hole."""
     ids = np.asarray(ids, dtype=np.int64)
     counts = ((ids >= vocab.pitch0) & (ids < vocab.pitch0 + 128)).astype(np.int64)
     first, end = vocab.rep_ids
     reps = np.flatnonzero((ids >= first) & (ids < end))
     if len(reps):
         bar_of = np.cumsum(ids == vocab.index[BAR])  # 0: before the first `bar` (a window's part-bar)
-        per_bar = np.bincount(bar_of[counts > 0], minlength=int(bar_of[-1]) + 1)
+        fill = np.flatnonzero(ids == vocab.index.get(FILL, -1))
+        holes = bar_of[ids == vocab.index.get(HOLE, -1)]
+        if len(fill) and len(holes):  # a fill's bars are its holes' (a rep_K there counts back in the piece)
+            nth = bar_of[fill[0]:] - bar_of[fill[0]]  # 1 from the fill's first bar on
+            bar_of[fill[0] + np.flatnonzero(nth >= 1)] = holes[np.minimum(nth[nth >= 1], len(holes)) - 1]
+        per_bar = np.bincount(bar_of[counts > 0], minlength=int(bar_of.max()) + 1)
         for i in reps:
             b, k = bar_of[i], int(ids[i]) - first + 1
             per_bar[b] = per_bar[b - k] if b - k >= 1 else 0
