@@ -60,6 +60,7 @@ from deeporb.evaluation.fills import (  # noqa: E402
     describe_gaps,
     fill_scores,
     held_out_pieces,
+    score_fill,
     standard_gaps,
 )
 from deeporb.evaluation.likelihood import DEFAULT_ORDERS, datamodule_for, fit_ngram, split_sequences  # noqa: E402
@@ -77,6 +78,7 @@ LOWER = ["alto", "tenor", "bass"]  # what harmonizing a melody writes
 GOAL_RATIO, GOAL_GAP = 0.85, 0.03
 SHOWN = ("cross_part_consonance", "key_consistency")
 BIG_LEAP = 7  # semitones: a leap wider than a fifth
+LOOKAHEADS = (0, 1, 2, 4)  # bars read past a gap (sampling reads fills.LOOKAHEAD)
 
 
 # ---------------------------------------------------------------------------------------
@@ -244,6 +246,9 @@ def likelihood(models: dict, pieces: list[HeldOutPiece], dm, orders) -> dict:
             {"name": s.name, "how": s.how, "bits_per_note": s.bars4.bits_per_note, "notes": s.bars4.notes}
             for s in fill_scores(list(models.items()), v, baseline.lm, baseline.name, dm.vocab)]}
         for k, v in split.items() if v}
+    # does the fill use what follows the gap? the 4-bar gaps read 0 to 4 bars past them
+    out["bars4_by_lookahead"] = {str(n): score_fill("fills", models["fills"], pieces, lookahead=n).bars4.bits_per_note
+                                 for n in LOOKAHEADS}
     return out
 
 
@@ -365,6 +370,12 @@ def markdown(results: dict) -> str:
             if key in split:
                 lines.append(f"| {label} | {split[key]['pieces']} | "
                              + " | ".join(fmt(r["bits_per_note"]) for r in split[key]["rows"]) + " |")
+    by_lookahead = results["likelihood"].get("bars4_by_lookahead")
+    if by_lookahead:
+        lines += ["", "`bars4` under `fills`, the chorale read 0 to 4 bars past the gap before the fill (sampling reads 2):",
+                  "", "| bars read past the gap | " + " | ".join(by_lookahead) + " |",
+                  "|---|" + "---:|" * len(by_lookahead),
+                  "| bars4 bits/note | " + " | ".join(fmt(v) for v in by_lookahead.values()) + " |"]
     if fill and today:
         ratios = {k: (fill["bars4"]["bits_per_note"] if k == "bars4" else fill["part"]["bits_per_note"])
                   / (today["bars4"]["bits_per_note"] if k == "bars4" else today["part"]["bits_per_note"])

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deeporb.encoding.fills import Gap, encode_fill, in_gap, sounding_bar_lines
+from deeporb.encoding.fills import LOOKAHEAD, Gap, encode_fill, in_gap, sounding_bar_lines
 from deeporb.encoding.grammar import KINDS, View
 from deeporb.encoding.score import decode_score, encode_score
 from deeporb.encoding.words import BAR, EOS, PAD, EncodingConfig, GridNotes, Meter, Vocabulary
@@ -312,12 +312,16 @@ def score_left_to_right(
     return score
 
 
-def fill_sequences(pieces: Sequence[HeldOutPiece], vocab: Vocabulary) -> list[tuple[int, str, Gap, int, np.ndarray, int]]:
-    """(piece index, kind, gap, notes, fill sequence, length of its head) of every standard gap."""
+def fill_sequences(
+    pieces: Sequence[HeldOutPiece], vocab: Vocabulary, lookahead: int = LOOKAHEAD,
+) -> list[tuple[int, str, Gap, int, np.ndarray, int]]:
+    """(piece index, kind, gap, notes, fill sequence, length of its head) of every standard gap,
+    each read ``lookahead`` bars past the gap (as sampling does, by default)."""
     out = []
     for i, kind, gap, notes in _gaps(pieces, vocab.config):
         p = pieces[i]
-        head, fill = encode_fill(p.parts, p.meter, vocab, gap, p.style, bars=len(piece_bar_lines(p, vocab.config)) - 1)
+        head, fill = encode_fill(p.parts, p.meter, vocab, gap, p.style, lookahead,
+                                 bars=len(piece_bar_lines(p, vocab.config)) - 1)
         out.append((i, kind, gap, notes, np.concatenate([head, fill]), len(head)))
     return out
 
@@ -335,13 +339,15 @@ def fill_weights(seq: np.ndarray, head: int, vocab: Vocabulary, gap: Gap) -> np.
     return weights
 
 
-def score_fill(name: str, model, pieces: Sequence[HeldOutPiece], batch_size: int = 32, about: str = "") -> FillScore:
+def score_fill(
+    name: str, model, pieces: Sequence[HeldOutPiece], batch_size: int = 32, about: str = "", lookahead: int = LOOKAHEAD,
+) -> FillScore:
     """The gaps' notes as a fill checkpoint writes them: the bits of the gap's words in each
     fill's bars (:func:`fill_weights`) given the piece with its holes and the notes it keeps."""
     vocab = model.vocab
     if not vocab.fills:
         raise ValueError("this checkpoint has no fill words; score it left to right")
-    made = fill_sequences(pieces, vocab)
+    made = fill_sequences(pieces, vocab, lookahead)
     bits = lstm_token_bits(model, [s for *_, s, _ in made], batch_size)
     score = FillScore(name, "fill", about=about)
     for (_, kind, gap, notes, seq, head), b in zip(made, bits, strict=True):
