@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deeporb.encoding.fills import Gap, encode_fill, sounding_bar_lines
+from deeporb.encoding.fills import Gap, bar_meters, encode_fill, sounding_bar_lines
 from deeporb.encoding.score import decode_score
 from deeporb.encoding.words import BAR, GridNotes, Meter, Vocabulary
 
@@ -50,7 +50,7 @@ def fill_example(
     lines = sounding_bar_lines(parts, meter, vocab.config)
     if len(lines) < 2:
         return None
-    gap, throughout = random_gap(sorted(parts), np.searchsorted(meter.starts, lines[:-1], side="right") - 1, rng)
+    gap, throughout = random_gap(sorted(parts), bar_meters(meter, lines), rng)
     lookahead = 0 if throughout else int(rng.integers(MAX_LOOKAHEAD + 1))
     bar_id = vocab.index[BAR]
     header = len(vocab.header_ids(sorted(parts), style))

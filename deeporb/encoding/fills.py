@@ -84,6 +84,12 @@ def sounding_bar_lines(parts: dict[str, GridNotes], meter: Meter, config) -> np.
     return lines[: int(np.searchsorted(lines, end, side="right")) + 1]
 
 
+def bar_meters(meter: Meter, lines: np.ndarray) -> np.ndarray:
+    """Which meter (segment of ``meter``) each bar is in (``lines``: bar start steps, the last
+    the end of the last bar): a gap's bars must share one."""
+    return np.searchsorted(meter.starts, lines[:-1], side="right") - 1
+
+
 def in_gap(onset: np.ndarray, lines: np.ndarray, gap: Gap) -> np.ndarray:
     """Which onsets (grid steps) fall in the gap's bars (``lines``: bar start steps)."""
     return np.isin(np.searchsorted(lines, onset, side="right") - 1, gap.bars)

@@ -37,7 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
-from deeporb.encoding.fills import LOOKAHEAD, Gap, encode_fill, in_gap, sounding_bar_lines
+from deeporb.encoding.fills import (
+    LOOKAHEAD,
+    Gap,
+    bar_meters,
+    encode_fill,
+    in_gap,
+    sounding_bar_lines,
+)
 from deeporb.encoding.grammar import KINDS, View
 from deeporb.encoding.score import decode_score, encode_score
 from deeporb.encoding.words import BAR, EOS, PAD, EncodingConfig, GridNotes, Meter, Vocabulary
@@ -100,7 +107,7 @@ def standard_gaps(piece: HeldOutPiece, config: EncodingConfig) -> dict[str, list
     and hold a note, a bar of context each side) and its ``part`` gaps (each part with notes,
     throughout; none where the meter changes, as a fill's bars are in one meter)."""
     lines = piece_bar_lines(piece, config)
-    meters = np.searchsorted(piece.meter.starts, lines[:-1], side="right") - 1  # the meter of each bar
+    meters = bar_meters(piece.meter, lines)
     nbars = len(meters)
     out: dict[str, list[Gap]] = {"bars4": [], "part": []}
     keys = sorted(piece.parts)
