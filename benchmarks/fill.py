@@ -85,7 +85,7 @@ LOOKAHEADS = (0, 1, 2, 4)  # bars read past a gap (sampling reads fills.LOOKAHEA
 # training
 
 
-def train(variant: str, minutes: float, out: Path, reuse: bool) -> dict:
+def train(variant: str, minutes: float, out: Path, reuse: bool, overrides: tuple[str, ...] = ()) -> dict:
     """``python train.py data=bach_chorales`` for ``minutes`` of wall clock; its metrics.json."""
     run_dir = out / variant
     metrics_path = run_dir / "metrics.json"
@@ -98,7 +98,7 @@ def train(variant: str, minutes: float, out: Path, reuse: bool) -> dict:
     claim_folder(run_dir, RUN_KIND, "--out")  # a folder of anything else is refused, never emptied
     print(f"  {variant}: training for {budget} ...", flush=True)
     t0 = time.perf_counter()
-    run([sys.executable, "train.py", "data=bach_chorales", *NETWORK, *VARIANTS[variant], "trainer=cpu", "logger=csv",
+    run([sys.executable, "train.py", "data=bach_chorales", *NETWORK, *VARIANTS[variant], *overrides, "trainer=cpu", "logger=csv",
          f"trainer.max_time={budget}", "trainer.min_epochs=0", "trainer.max_epochs=1000", "trainer.max_steps=-1",
          f"trainer.val_check_interval={VAL_EVERY}", "trainer.check_val_every_n_epoch=null",
          "trainer.num_sanity_val_steps=0", "callbacks.early_stopping=null", "callbacks.rich_progress_bar=null",
@@ -334,10 +334,13 @@ def markdown(results: dict) -> str:
         "## Fills: a gap written from what surrounds it (`benchmarks/fill.py`)",
         "",
         f"{s['machine']}. `python benchmarks/fill.py --minutes {s['minutes']:g} --samples {s['samples']}"
-        + (f" --pieces {s['pieces']}" if s.get("pieces") else "") + "`; "
+        + (f" --pieces {s['pieces']}" if s.get("pieces") else "")
+        + (f" --fill-share {s['fill_share']:g}" if s.get("fill_share") is not None else "") + "`; "
         f"{s['seconds'] / 60:.1f} minutes in all. Two models trained by `python train.py data=bach_chorales` for "
         f"{s['minutes']:g} wall-clock minutes each, side by side (one torch thread each): `today` with "
-        "`data.fill_share=0` (left to right only) and `fills` with the default fill share; both lstm_small at 192 "
+        "`data.fill_share=0` (left to right only) and `fills` with "
+        + (f"`data.fill_share={s['fill_share']:g}`" if s.get("fill_share") is not None else "the default fill share")
+        + "; both lstm_small at 192 "
         f"units on 4 windows of 1,024 words a step, best checkpoint by val/loss ({steps}). Everything below is "
         f"measured on the {d['pieces']} held-out test chorales.",
         "",
@@ -428,6 +431,7 @@ def main() -> None:
     parser.add_argument("--pieces", type=int, default=None, help="only the first N test chorales (a quick check)")
     parser.add_argument("--orders", type=int, nargs="+", default=list(DEFAULT_ORDERS), help="n-gram orders to choose from")
     parser.add_argument("--parallel", type=int, default=2, choices=(1, 2))
+    parser.add_argument("--fill-share", type=float, default=None, help="data.fill_share of the fills model (default: the config's)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the section from OUT/results.json")
     training_options(parser, "outputs/benchmarks/fill")
     args = parser.parse_args()
@@ -445,7 +449,8 @@ def main() -> None:
     runs: dict = {}
 
     def one(variant: str) -> None:
-        runs[variant] = train(variant, args.minutes, out, args.reuse_runs)
+        share = (f"data.fill_share={args.fill_share}",) if variant == "fills" and args.fill_share is not None else ()
+        runs[variant] = train(variant, args.minutes, out, args.reuse_runs, share)
 
     jobs = [threading.Thread(target=one, args=(v,)) for v in VARIANTS]
     for i in range(0, len(jobs), args.parallel):  # side by side, so they share the machine alike
@@ -469,7 +474,7 @@ def main() -> None:
     results["seams"] = seams(models["fills"], pieces, args.samples, folder)
     # reused runs add the time they trained, side by side: the longer of them
     seconds = time.perf_counter() - t0 + max((r.get("seconds", 0.0) for r in runs.values() if r.get("reused")), default=0.0)
-    results["settings"] = {"minutes": args.minutes, "samples": args.samples, "pieces": args.pieces,
+    results["settings"] = {"minutes": args.minutes, "samples": args.samples, "pieces": args.pieces, "fill_share": args.fill_share,
                            "orders": args.orders, "network": list(NETWORK), "machine": machine(), "seconds": seconds}
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
     text = markdown(results)
