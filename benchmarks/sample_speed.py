@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,13 +31,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
 
+from deeporb.builtin_corpora.export import export_dataset  # noqa: E402
 from deeporb.checkpoints import facts, load_generator  # noqa: E402
 from deeporb.encoding.words import BOS, EncodingConfig, Vocabulary  # noqa: E402
+from deeporb.generation.compose import Fill, Settings, generate_plans, plan  # noqa: E402
 from deeporb.generation.loop import generate  # noqa: E402
-from deeporb.generation.prompts import build_prompts, score_prompt  # noqa: E402
+from deeporb.generation.prompts import (  # noqa: E402
+    MAX_PRIMER_BARS,
+    Primer,
+    build_prompts,
+    load_primer,
+    score_prompt,
+)
 from deeporb.model import LSTMGenerator  # noqa: E402
 
 INSTRUMENTS = ("acoustic_bass", "acoustic_grand_piano", "drums", "violin")
+VOICES = ("alto", "bass", "soprano", "tenor")  # the chorales' parts, for the fill rows
 
 
 def lstm_small(seed: int = 0) -> LSTMGenerator:
@@ -45,6 +55,31 @@ def lstm_small(seed: int = 0) -> LSTMGenerator:
     vocab = Vocabulary(EncodingConfig(), INSTRUMENTS)
     return LSTMGenerator(vocab.to_dict(), embed_dim=256, hidden_size=256, num_layers=2,
                          dropout=0.1, tie_weights=True).eval()
+
+
+def lstm_small_filling(seed: int = 0) -> LSTMGenerator:
+    """The same network on the chorales' four voices, in the score view, with the fill words."""
+    torch.manual_seed(seed)
+    vocab = Vocabulary(EncodingConfig(), VOICES, fills=True)
+    session = {"view": "score", "qpm_median": 100.0, "time_signatures": {"4/4": 1}, "instrument_key": "name",
+               "instruments": {k: {"program": 52, "is_drum": False} for k in VOICES}}
+    return LSTMGenerator(vocab.to_dict(), embed_dim=256, hidden_size=256, num_layers=2, dropout=0.1,
+                         tie_weights=True, session=session).eval()
+
+
+def chorale_primer(vocab: Vocabulary, bars: int) -> Primer:
+    """The first built-in chorale of at least ``bars`` bars in one meter, read as a primer."""
+    folder = export_dataset("bach_chorales", tempfile.mkdtemp(prefix="deeporb-sample-speed-"), limit=12).folder
+    primers = (load_primer(path, vocab, MAX_PRIMER_BARS, "name") for path in sorted(folder.glob("*.mid")))
+    return next(p for p in primers if p.bars >= bars and len(p.meter.starts) == 1)
+
+
+def fill(model, primer: Primer, asked: Fill, samples: int, seed: int) -> tuple[int, float]:
+    """``samples`` fills of ``primer`` (top-p 0.95): planned, then written. -> (words, seconds)."""
+    t0 = time.perf_counter()
+    planned = plan(model, Settings(fill=asked, seed=seed), samples, primer)
+    rows = generate_plans(model, [planned])[0]
+    return sum(len(r) for r in rows), time.perf_counter() - t0
 
 
 @torch.inference_mode()
@@ -99,6 +134,8 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=5, help="the original loop's top-k")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ckpt", type=Path, default=None, help="a trained checkpoint instead of random weights")
+    parser.add_argument("--fill-ckpt", type=Path, default=None,
+                        help="a checkpoint that can fill, on the chorales' voices, for the fill rows (default: random weights)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
@@ -120,6 +157,16 @@ def main() -> None:
         (f"tracks view, one piece of {len(model.vocab.instruments)} parts, top-{k}",
          len(model.vocab.instruments), lambda r: piece_tracks(model, args.bars, k, r)),
     ]
+    filling = load_generator(args.fill_ckpt) if args.fill_ckpt else lstm_small_filling()
+    primer = chorale_primer(filling.vocab, 12)
+    voices = ", ".join(VOICES)
+    runs += [
+        (f"score view, the 4 voices ({voices}), {args.bars} bars, top-p 0.95", n,
+         lambda r: score(filling, n, args.bars, 0, 0.95, r)),
+        (f"fill: alto, tenor and bass under the soprano, all {primer.bars} bars", n,
+         lambda r: fill(filling, primer, Fill(parts=["alto", "tenor", "bass"]), n, r)),
+        ("fill: bars 5-8 of every voice", n, lambda r: fill(filling, primer, Fill(parts=list(VOICES), bars=[5, 8]), n, r)),
+    ]
     for _, _, run in runs:  # warm-up: first calls allocate and initialise kernels
         run(99)
     best: list[tuple[int, float] | None] = [None] * len(runs)
@@ -130,16 +177,25 @@ def main() -> None:
                 best[i] = (words, seconds)
     base_rate = best[0][0] / best[0][1]
     parts = len(model.vocab.instruments)
-    piece_score, piece_tracks_s = best[5][1], best[-1][1]
+    piece_score, piece_tracks_s = best[5][1], best[-4][1]
     rows = []
-    for (name, batch, _), (words, seconds) in zip(runs, best, strict=True):
+    for (name, batch, _), (words, seconds) in zip(runs[:-3], best[:-3], strict=True):
         rate = words / seconds
         rows.append(f"| {name} | {batch} | {words:,} | {seconds:.3f} | {rate:,.0f} | {rate / base_rate:.1f}× |")
+    plain_rate = best[-3][0] / best[-3][1]
+    fill_rows = []
+    for (name, batch, _), (words, seconds) in zip(runs[-3:], best[-3:], strict=True):
+        rate = words / seconds
+        fill_rows.append(f"| {name} | {batch} | {words:,} | {seconds:.3f} | {rate:,.0f} | {rate / plain_rate:.2f}× |")
     weights = f"checkpoint `{args.ckpt.name}`" if args.ckpt else "random weights"
     options = {"samples": n, "bars": args.bars, "top-k": k, "repeats": args.repeats, "threads": args.threads}
     command = "python benchmarks/sample_speed.py" + "".join(f" --{o} {v}" for o, v in options.items())
     if args.ckpt:
         command += f" --ckpt {args.ckpt}"
+    if args.fill_ckpt:
+        command += f" --fill-ckpt {args.fill_ckpt}"
+    fhp = filling.hparams
+    fill_weights = f"checkpoint `{args.fill_ckpt}`" if args.fill_ckpt else "random weights"
     hp = model.hparams
     markdown = "\n".join([
         "## Sampling speed",
@@ -164,6 +220,18 @@ def main() -> None:
         f"**{piece_score:.3f} s** in the score view (one row), {piece_tracks_s:.3f} s in the tracks view "
         f"({parts} rows in one batch). Random weights write different numbers of words per bar in each "
         "view, so compare words/s; a score row is one sequence, so it runs at the batch-1 rate.",
+        "",
+        f"**Fills.** A {fhp.num_layers} × {fhp.hidden_size} LSTM on the chorales' four voices with the fill words "
+        f"({fill_weights}), the {primer.bars}-bar chorale `{primer.path.name}` as the primer, in the same rounds. A fill's prompt is the whole "
+        "chorale with its gap, read once per request; the notes a fill keeps are given word by word "
+        "(`deeporb.generation.forced.KeptNotes`, per row in Python at each step), beside plain score rows of "
+        "the same network. Words counted are those the rows wrote, the given notes included."
+        + ("" if args.fill_ckpt else " With random weights a row may not close a bar or pass a kept note's onset "
+           "before that note is given, so it writes up to the bar's word limit there (512): compare words/s."),
+        "",
+        "| sampler | batch | words | seconds | words/s | vs plain score rows |",
+        "|---|---:|---:|---:|---:|---:|",
+        *fill_rows,
     ])
     print(markdown)
     if not args.no_write:
