@@ -34,7 +34,7 @@ from deeporb.encoding.words import (
 )
 from deeporb.errors import UserError
 from deeporb.generation.compose import Fill, Settings, compose, generate_plans, plan
-from deeporb.generation.forced import kept_repeats
+from deeporb.generation.forced import kept_notes
 from deeporb.generation.masks import Grammar
 from deeporb.generation.prompts import MAX_PRIMER_BARS, load_primer
 from deeporb.midi import read_midi
@@ -264,7 +264,7 @@ def test_a_fill_may_repeat_a_bar_only_where_the_bar_holds_the_same_kept_notes(ch
     found = [(primer, first) for primer in (load_primer(p, vocab, MAX_PRIMER_BARS, "name")
                                             for p in sorted(chorale_midi_dir.glob("*.mid")))
              for first in range(1, primer.bars - 4)
-             if any(kept_repeats(primer.parts, primer.meter, vocab, Gap(tuple(range(first, first + 4)), asked)))]
+             if any(kept_notes(primer.parts, primer.meter, vocab, Gap(tuple(range(first, first + 4)), asked)).repeats)]
     primer, first = found[0]
     start, end = first * 48, (first + 4) * 48  # 4/4
     for parts in (list(VOICES), asked):

@@ -22,6 +22,7 @@ The rules, per row, after the grammar's mask (:meth:`KeptNotes.restrict`):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,54 +53,44 @@ class Kept:
 
 
 def kept_notes(parts: dict[str, GridNotes], meter: Meter, vocab: Vocabulary, gap: Gap) -> Kept:
-    """What the sampler must give while it writes the gap of a fill of ``parts``."""
-    return Kept(kept_events(parts, meter, vocab, gap), {vocab.inst_id(k) for k in parts if k not in gap.parts},
-                kept_repeats(parts, meter, vocab, gap))
-
-
-def kept_repeats(parts: dict[str, GridNotes], meter: Meter, vocab: Vocabulary, gap: Gap) -> list[set[int]]:
-    """Per hole, the ``rep_K`` word ids whose bar K back (in the same meter) holds exactly the
-    kept parts' notes this bar holds: only there may a fill's bar repeat it, since a repeat
-    copies every part."""
-    if not vocab.repeat_bars:
-        return [set() for _ in gap.bars]
-    lines, which = bar_lines(meter, gap.bars[-1] + 1, vocab)
-
-    def kept_in(b: int) -> tuple:
-        out = []
-        for key in sorted(set(parts) - set(gap.parts)):
-            g = parts[key]
-            inside = (g.onset >= lines[b]) & (g.onset < lines[b + 1])
-            out.append((key, g.onset[inside] - lines[b], *(getattr(g, c)[inside] for c in GRID_COLUMNS[1:])))
-        return tuple((k, *(a.tobytes() for a in cols)) for k, *cols in out)
-
-    first = vocab.rep_ids[0]
-    return [{first + k - 1 for k in range(1, vocab.repeat_bars + 1)
-             if b - k >= 0 and which[b - k] == which[b] and kept_in(b - k) == kept_in(b)} for b in gap.bars]
-
-
-def kept_events(parts: dict[str, GridNotes], meter: Meter, vocab: Vocabulary, gap: Gap) -> list[list[Event]]:
-    """Per hole, in order: the events of the parts the gap keeps (every part not in ``gap.parts``)."""
+    """What the sampler must give while it writes the gap of a fill of ``parts`` (the parts the
+    gap keeps: every part not in ``gap.parts``)."""
     check_gap(gap, meter, vocab)
-    lines, _ = bar_lines(meter, gap.bars[-1] + 1, vocab)
-    durations = vocab.config.duration_steps
-    out: list[list[Event]] = [[] for _ in gap.bars]
-    for j, b in enumerate(gap.bars):
-        rows = []
-        for key in sorted(set(parts) - set(gap.parts)):
+    lines, which = bar_lines(meter, gap.bars[-1] + 1, vocab)
+    keys = sorted(set(parts) - set(gap.parts))
+
+    @functools.cache
+    def kept_in(b: int) -> tuple[tuple[str, GridNotes], ...]:
+        """The kept parts' notes that start in bar ``b``, onsets from the bar's start."""
+        out = []
+        for key in keys:
             g = parts[key]
             inside = (g.onset >= lines[b]) & (g.onset < lines[b + 1])
-            for on, dur, pitch, vel in zip(*(getattr(g, c)[inside].tolist() for c in ("onset", "duration", "pitch",
-                                                                                     "velocity_bin")), strict=True):
-                dur_id = vocab.dur0 + int(np.searchsorted(durations, dur))
-                rows.append((on - int(lines[b]), vocab.inst_id(key), pitch, dur, vel, dur_id))
-        rows.sort(key=lambda r: (r[0], r[1], r[2], r[3], r[4]))  # the score view's order
-        for r in rows:
-            if out[j] and (out[j][-1].pos, out[j][-1].part) == (r[0], r[1]):
-                last = out[j].pop()
-                out[j].append(Event(last.pos, last.part, (*last.notes, (r[4], vocab.pitch0 + r[2], r[5]))))
-            else:
-                out[j].append(Event(r[0], r[1], ((r[4], vocab.pitch0 + r[2], r[5]),)))
+            out.append((key, GridNotes(g.onset[inside] - lines[b], *(getattr(g, c)[inside] for c in GRID_COLUMNS[1:]))))
+        return tuple(out)
+
+    # a repeat copies every part: only a bar K back (same meter) with exactly these kept notes
+    first = vocab.rep_ids[0]
+    repeats = [{first + k - 1 for k in range(1, vocab.repeat_bars + 1)
+                if b - k >= 0 and which[b - k] == which[b] and kept_in(b - k) == kept_in(b)} for b in gap.bars]
+    return Kept([bar_events(kept_in(b), vocab) for b in gap.bars], {vocab.inst_id(k) for k in keys}, repeats)
+
+
+def bar_events(notes: tuple[tuple[str, GridNotes], ...], vocab: Vocabulary) -> list[Event]:
+    """One bar's kept notes (per part, onsets from the bar's start) as events, in score order."""
+    durations = vocab.config.duration_steps
+    rows = []
+    for key, g in notes:
+        for on, dur, pitch, vel in zip(*(getattr(g, c).tolist() for c in GRID_COLUMNS), strict=True):
+            rows.append((on, vocab.inst_id(key), pitch, dur, vel, vocab.dur0 + int(np.searchsorted(durations, dur))))
+    rows.sort(key=lambda r: r[:5])  # the score view's order
+    out: list[Event] = []
+    for r in rows:
+        note = (r[4], vocab.pitch0 + r[2], r[5])
+        if out and (out[-1].pos, out[-1].part) == (r[0], r[1]):
+            out[-1] = Event(r[0], r[1], (*out[-1].notes, note))
+        else:
+            out.append(Event(r[0], r[1], (note,)))
     return out
 
 
