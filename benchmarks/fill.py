@@ -321,6 +321,10 @@ def seams(model, pieces: list[HeldOutPiece], samples: int, folder: Path) -> dict
 # the report
 
 
+def verdict(value: float, most: float) -> str:
+    return "meets" if value <= most else "misses"
+
+
 def markdown(results: dict) -> str:
     s = results["settings"]
     runs = results["runs"]
@@ -380,12 +384,9 @@ def markdown(results: dict) -> str:
                   "|---|" + "---:|" * len(by_lookahead),
                   "| bars4 bits/note | " + " | ".join(fmt(v) for v in by_lookahead.values()) + " |"]
     if fill and today:
-        ratios = {k: (fill["bars4"]["bits_per_note"] if k == "bars4" else fill["part"]["bits_per_note"])
-                  / (today["bars4"]["bits_per_note"] if k == "bars4" else today["part"]["bits_per_note"])
-                  for k in GAP_KINDS}
+        ratios = {k: fill[k]["bits_per_note"] / today[k]["bits_per_note"] for k in GAP_KINDS}
         lines += ["", "Fills over today's: " + ", ".join(
-            f"{k} {fmt(v)}x ({'meets' if v <= GOAL_RATIO else 'misses'} the goal of at most {GOAL_RATIO}x)"
-            for k, v in ratios.items()) + "."]
+            f"{k} {fmt(v)}x ({verdict(v, GOAL_RATIO)} the goal of at most {GOAL_RATIO}x)" for k, v in ratios.items()) + "."]
     h = results["harmonization"]
     lines += [
         "",
@@ -404,7 +405,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(fmt(h[key][f]) for f in CROSS_PART_FEATURES) + " |")
     gaps = {f: abs(h["fills"][f] - h["bach"][f]) for f in SHOWN}
     lines += ["", "Distance from Bach: " + ", ".join(
-        f"{f.replace('_', ' ')} {fmt(v)} ({'meets' if v <= GOAL_GAP else 'misses'} the goal of {GOAL_GAP})"
+        f"{f.replace('_', ' ')} {fmt(v)} ({verdict(v, GOAL_GAP)} the goal of {GOAL_GAP})"
         for f, v in gaps.items()) + "."]
     m = results["seams"]
     lines += [
