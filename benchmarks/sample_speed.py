@@ -69,9 +69,10 @@ def lstm_small_filling(seed: int = 0) -> LSTMGenerator:
 
 def chorale_primer(vocab: Vocabulary, bars: int) -> Primer:
     """The first built-in chorale of at least ``bars`` bars in one meter, read as a primer."""
-    folder = export_dataset("bach_chorales", tempfile.mkdtemp(prefix="deeporb-sample-speed-"), limit=12).folder
-    primers = (load_primer(path, vocab, MAX_PRIMER_BARS, "name") for path in sorted(folder.glob("*.mid")))
-    return next(p for p in primers if p.bars >= bars and len(p.meter.starts) == 1)
+    with tempfile.TemporaryDirectory(prefix="deeporb-sample-speed-") as cache:  # read, then removed
+        folder = export_dataset("bach_chorales", cache, limit=12).folder
+        primers = (load_primer(path, vocab, MAX_PRIMER_BARS, "name") for path in sorted(folder.glob("*.mid")))
+        return next(p for p in primers if p.bars >= bars and len(p.meter.starts) == 1)
 
 
 def fill(model, primer: Primer, asked: Fill, samples: int, seed: int) -> tuple[int, float]:
