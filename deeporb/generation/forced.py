@@ -102,7 +102,8 @@ class KeptNotes:
         self.vocab = vocab
         self.events = [k and k.events for k in rows]
         self.kept = [k.parts if k else set() for k in rows]
-        self.repeats = [k and k.repeats for k in rows]
+        # per row and hole, the rep_K ids that may stand, as an index (a step costs one assignment)
+        self.repeats = [k and [torch.tensor(sorted(ids), dtype=torch.long) for ids in k.repeats] for k in rows]
         events = self.events
         # the most words the given notes add to a row (the loop's step bound grows by this)
         self.words = max((sum(2 + 3 * len(e.notes) for bar in ev for e in bar) for ev in events if ev), default=0)
@@ -138,9 +139,9 @@ class KeptNotes:
                 continue
             grammar_row = allowed[r].clone()
             allowed[r, self.rep] = False
-            if self.bar[r] < len(self.repeats[r]):
-                for t in self.repeats[r][self.bar[r]]:
-                    allowed[r, t] = grammar_row[t]
+            if self.bar[r] < len(self.repeats[r]) and bool(grammar_row[self.rep].any()):  # at a bar's start
+                ids = self.repeats[r][self.bar[r]]
+                allowed[r, ids] = grammar_row[ids]
             for kept in self.kept[r]:
                 allowed[r, kept] = False  # a kept part plays only at its events
             if self.inst0 + int(part[r]) in self.kept[r]:  # its notes here were all given
