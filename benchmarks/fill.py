@@ -339,11 +339,13 @@ def markdown(results: dict) -> str:
         "",
         f"{s['machine']}. `python benchmarks/fill.py --minutes {s['minutes']:g} --samples {s['samples']}"
         + (f" --pieces {s['pieces']}" if s.get("pieces") else "")
-        + (f" --fill-share {s['fill_share']:g}" if s.get("fill_share") is not None else "") + "`; "
+        + (f" --fill-share {s['fill_share']:g}" if s.get("fill_share") is not None else "")
+        + (f" --attention-heads {s['attention_heads']}" if s.get("attention_heads") else "") + "`; "
         f"{s['seconds'] / 60:.1f} minutes in all. Two models trained by `python train.py data=bach_chorales` for "
         f"{s['minutes']:g} wall-clock minutes each, side by side (one torch thread each): `today` with "
         "`data.fill_share=0` (left to right only) and `fills` with "
         + (f"`data.fill_share={s['fill_share']:g}`" if s.get("fill_share") is not None else "the default fill share")
+        + (f" and look-back attention (`model.attention_heads={s['attention_heads']}`)" if s.get("attention_heads") else "")
         + "; both lstm_small at 192 "
         f"units on 4 windows of 1,024 words a step, best checkpoint by val/loss ({steps}). Everything below is "
         f"measured on the {d['pieces']} held-out test chorales.",
@@ -433,6 +435,8 @@ def main() -> None:
     parser.add_argument("--orders", type=int, nargs="+", default=list(DEFAULT_ORDERS), help="n-gram orders to choose from")
     parser.add_argument("--parallel", type=int, default=2, choices=(1, 2))
     parser.add_argument("--fill-share", type=float, default=None, help="data.fill_share of the fills model (default: the config's)")
+    parser.add_argument("--attention-heads", type=int, default=0,
+                        help="model.attention_heads of the fills model (0: none, the default model)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the section from OUT/results.json")
     training_options(parser, "outputs/benchmarks/fill")
     args = parser.parse_args()
@@ -450,8 +454,12 @@ def main() -> None:
     runs: dict = {}
 
     def one(variant: str) -> None:
-        share = (f"data.fill_share={args.fill_share}",) if variant == "fills" and args.fill_share is not None else ()
-        runs[variant] = train(variant, args.minutes, out, args.reuse_runs, share)
+        extra: tuple[str, ...] = ()
+        if variant == "fills" and args.fill_share is not None:
+            extra += (f"data.fill_share={args.fill_share}",)
+        if variant == "fills" and args.attention_heads:
+            extra += (f"model.attention_heads={args.attention_heads}",)
+        runs[variant] = train(variant, args.minutes, out, args.reuse_runs, extra)
 
     jobs = [threading.Thread(target=one, args=(v,)) for v in VARIANTS]
     for i in range(0, len(jobs), args.parallel):  # side by side, so they share the machine alike
@@ -476,6 +484,7 @@ def main() -> None:
     # reused runs add the time they trained, side by side: the longer of them
     seconds = time.perf_counter() - t0 + max((r.get("seconds", 0.0) for r in runs.values() if r.get("reused")), default=0.0)
     results["settings"] = {"minutes": args.minutes, "samples": args.samples, "pieces": args.pieces, "fill_share": args.fill_share,
+                           "attention_heads": args.attention_heads,
                            "orders": args.orders, "network": list(NETWORK), "machine": machine(), "seconds": seconds}
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
     text = markdown(results)

@@ -5,7 +5,7 @@ import pytorch_lightning as pl
 import torch
 
 from deeporb.data.datamodule import SessionDataModule
-from deeporb.model import LSTMGenerator
+from deeporb.model import LSTMGenerator, State
 
 
 def chorales(sessions_dir, **kw) -> SessionDataModule:
@@ -62,9 +62,9 @@ def test_training_carries_the_state_from_step_to_step(chorale_sessions_dir):
                          enable_model_summary=False, accelerator="cpu", devices=1, val_check_interval=6,
                          check_val_every_n_epoch=None)
     trainer.fit(model, datamodule=dm)
-    assert model._carry is not None and model._carry[0].shape == (1, 3, 32)
+    assert model._carry is not None and model._carry.lstm[0].shape == (1, 3, 32)
     batch = next(iter(dm.train_dataloader()))
     assert batch["first"].all()  # an epoch begins with a new row in every lane
-    model._carry = tuple(torch.ones_like(s) for s in model._carry)
-    state = model._carried_state(torch.tensor([True, False, True]))
-    assert state[0][0, 0].abs().sum() == 0 and state[0][0, 1].abs().sum() > 0
+    model._carry = State(tuple(torch.ones_like(s) for s in model._carry.lstm))
+    h, _ = model._carried_state(torch.tensor([True, False, True])).lstm
+    assert h[0, 0].abs().sum() == 0 and h[0, 1].abs().sum() > 0

@@ -14,20 +14,19 @@ from deeporb.encoding.grammar import View
 from deeporb.generation.draw import choose
 from deeporb.generation.forced import Kept, KeptNotes
 from deeporb.generation.masks import MAX_BAR_WORDS, PLACE_WORDS, Grammar, GrammarState
+from deeporb.model import State
 
 
 def _read_prompts(model, grammar: Grammar, prompts: list[list[int]], bar_len: int):
-    """One forward per distinct prompt -> (grammar state, LSTM state, last logits), one row each."""
+    """One forward per distinct prompt -> (grammar state, model state, last logits), one row each."""
     device = grammar.device
     seen: dict[tuple[int, ...], tuple] = {}
     for prompt in prompts:
         if tuple(prompt) not in seen:
-            logits, (h, c) = model.read(torch.tensor([prompt], device=device))
-            seen[tuple(prompt)] = (grammar.state_after(prompt, bar_len), h, c, logits)
+            logits, state = model.read(torch.tensor([prompt], device=device))
+            seen[tuple(prompt)] = (grammar.state_after(prompt, bar_len), state, logits)
     rows = [seen[tuple(p)] for p in prompts]
-    state = GrammarState.cat([r[0] for r in rows])
-    lstm = (torch.cat([r[1] for r in rows], 1), torch.cat([r[2] for r in rows], 1))
-    return state, lstm, torch.cat([r[3] for r in rows])
+    return GrammarState.cat([r[0] for r in rows]), State.cat([r[1] for r in rows]), torch.cat([r[2] for r in rows])
 
 
 def named_parts(vocab, parts: list[str], device) -> torch.Tensor:
@@ -87,7 +86,7 @@ def generate(
         rows = [kept[r % len(prompts)] for r in range(n_rows)]
         given = KeptNotes(vocab, rows)
     s = s.repeat(num_samples)
-    state = (state[0].repeat(1, num_samples, 1), state[1].repeat(1, num_samples, 1))
+    state = state.rows(torch.arange(len(prompts), device=device).repeat(num_samples))
     logits = logits.repeat(num_samples, 1)
     if not bool((s.bars == s.bars[0]).all()):
         raise ValueError("all prompts must hold the same number of bars")
@@ -119,7 +118,7 @@ def generate(
             if given is not None:
                 given.keep(keep.tolist())
             s = s.map(lambda t: t[keep])  # noqa: B023 (used at once)
-            state = (state[0][:, keep], state[1][:, keep])
+            state = state.rows(keep)
         steps.append((active, token))
         logits, state = model.step(token, state)
     else:
@@ -156,7 +155,7 @@ def draw_header(
     grammar = Grammar(vocab, device=device, view=view)
     s, state, logits = _read_prompts(model, grammar, [prefix], vocab.config.bar_steps(4, 4))
     s = s.repeat(rows)
-    state = (state[0].repeat(1, rows, 1), state[1].repeat(1, rows, 1))
+    state = state.rows(torch.zeros(rows, dtype=torch.long, device=device))
     logits = logits.repeat(rows, 1)
     generator = torch.Generator(device=device).manual_seed(int(seed))
     out: list[list[int]] = [[] for _ in range(rows)]

@@ -40,7 +40,8 @@ from deeporb.render.page import PAGE
 from deeporb.session_store import session_name_for
 from deeporb.stages.callbacks import SampleLogger
 
-SIZE_KEYS = ("embed_dim", "hidden_size", "num_layers", "tie_weights")
+SIZE_KEYS = {"embed_dim": None, "hidden_size": None, "num_layers": None, "tie_weights": None,
+             "attention_heads": 0, "attention_window": 1024, "attention_dim": 64}  # -> the value of a checkpoint that predates the key
 
 
 # ---------------------------------------------------------------------------------------
@@ -127,12 +128,28 @@ def check_compatible(hparams: dict, vocab: Vocabulary, ckpt_path: str, model_cfg
             "or train a new model without ckpt_path"
         )
     if model_cfg is not None:
-        diff = [f"{k}={hparams.get(k)} vs {model_cfg.get(k)}" for k in SIZE_KEYS if hparams.get(k) != model_cfg.get(k)]
+        diff = [f"{k}={hparams.get(k, d)} vs {model_cfg.get(k, d)}" for k, d in SIZE_KEYS.items()
+                if hparams.get(k, d) != model_cfg.get(k, d)]
         if diff:
             raise UserError(
                 f"checkpoint {ckpt_path} is a different model ({', '.join(diff)}); "
                 "resume with the same model= config"
             )
+
+
+def check_attention(model_cfg: DictConfig, carry_state: bool) -> None:
+    """The look-back attention's settings, one line each (before the network is built)."""
+    heads, window = int(model_cfg.get("attention_heads", 0)), int(model_cfg.get("attention_window", 1024))
+    if not heads:
+        return
+    dim = int(model_cfg.get("attention_dim", 64))
+    if heads < 0 or dim % heads:
+        raise UserError(f"model.attention_heads={heads} must divide model.attention_dim={dim}")
+    if window < 2:
+        raise UserError(f"model.attention_window={window} must be at least 2 words")
+    if carry_state:
+        raise UserError("data.carry_state=true carries the LSTM state, not the attention's memory; "
+                        "set model.attention_heads=0 with it (or data.carry_state=false)")
 
 
 def data_config_from_checkpoint(cfg: DictConfig, session: SessionFacts) -> DictConfig:
@@ -238,6 +255,7 @@ def train(cfg: DictConfig) -> float | None:
         check_compatible(hparams, vocab, ckpt_path, cfg.model if cfg.train else None)
 
     if cfg.train:
+        check_attention(cfg.model, datamodule.carry_state)
         model = instantiate(cfg.model, vocab=vocab.to_dict(), session=datamodule.session_info(), _convert_="all")
     else:
         model = load_generator(ckpt_path)
