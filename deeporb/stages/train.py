@@ -12,6 +12,7 @@ included, is loaded as data only (``weights_only=True``), by DeepOrb and by Ligh
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -40,8 +41,13 @@ from deeporb.render.page import PAGE
 from deeporb.session_store import session_name_for
 from deeporb.stages.callbacks import SampleLogger
 
-SIZE_KEYS = {"embed_dim": None, "hidden_size": None, "num_layers": None, "tie_weights": None,
-             "attention_heads": 0, "attention_window": 1024, "attention_dim": 64}  # -> the value of a checkpoint that predates the key
+SIZE_KEYS = ("embed_dim", "hidden_size", "num_layers", "tie_weights", "attention_heads", "attention_window", "attention_dim")
+
+
+def model_setting(settings, key: str):
+    """A model setting from a checkpoint's hyper-parameters or a config; where it predates the
+    key, ``LSTMGenerator``'s default (the one place it is written)."""
+    return settings.get(key, inspect.signature(LSTMGenerator).parameters[key].default)
 
 
 # ---------------------------------------------------------------------------------------
@@ -128,8 +134,8 @@ def check_compatible(hparams: dict, vocab: Vocabulary, ckpt_path: str, model_cfg
             "or train a new model without ckpt_path"
         )
     if model_cfg is not None:
-        diff = [f"{k}={hparams.get(k, d)} vs {model_cfg.get(k, d)}" for k, d in SIZE_KEYS.items()
-                if hparams.get(k, d) != model_cfg.get(k, d)]
+        diff = [f"{k}={model_setting(hparams, k)} vs {model_setting(model_cfg, k)}" for k in SIZE_KEYS
+                if model_setting(hparams, k) != model_setting(model_cfg, k)]
         if diff:
             raise UserError(
                 f"checkpoint {ckpt_path} is a different model ({', '.join(diff)}); "
@@ -139,10 +145,10 @@ def check_compatible(hparams: dict, vocab: Vocabulary, ckpt_path: str, model_cfg
 
 def check_attention(model_cfg: DictConfig, carry_state: bool) -> None:
     """The look-back attention's settings, one line each (before the network is built)."""
-    heads, window = int(model_cfg.get("attention_heads", 0)), int(model_cfg.get("attention_window", 1024))
+    heads, window = int(model_setting(model_cfg, "attention_heads")), int(model_setting(model_cfg, "attention_window"))
     if not heads:
         return
-    dim = int(model_cfg.get("attention_dim", 64))
+    dim = int(model_setting(model_cfg, "attention_dim"))
     if heads < 0 or dim % heads:
         raise UserError(f"model.attention_heads={heads} must divide model.attention_dim={dim}")
     if window < 2:
