@@ -18,7 +18,8 @@ best checkpoint by val/loss. Then, on the held-out test chorales:
   the same notes' words left to right. Goal: fills at most 0.85x today's.
 * **harmonization**: the real soprano kept, alto, tenor and bass written by the fill model
   (``Fill(parts=["alto", "tenor", "bass"])``, ``--samples`` per chorale, the chorale given as a
-  MIDI primer); consonance between the parts and one-key fit (``deeporb.evaluation.cross_part``)
+  MIDI primer; again with ``fill.candidates=--candidates``, particles redrawn by the
+  probability the model gives the kept soprano); consonance between the parts and one-key fit (``deeporb.evaluation.cross_part``)
   beside Bach's own four voices and a shuffled-voice floor (the soprano kept, each lower voice
   taken from another held-out chorale and cut to its length, as ``benchmarks/ensemble.py``'s
   floor). Goal: within 0.03 of Bach.
@@ -125,6 +126,11 @@ def as_columns(piece: HeldOutPiece, config, keys=None) -> dict:
 
 def composition_columns(composition) -> dict:
     return {"parts": [{**t.notes, "instrument": t.name, "is_drum": t.is_drum} for t in composition.tracks]}
+
+
+def lower_notes(columns: dict) -> int:
+    """Notes of the voices a harmonization writes (alto, tenor, bass) in a piece's columns."""
+    return sum(len(p["pitch"]) for p in columns["parts"] if str(p["instrument"]).lower() in LOWER)
 
 
 def plural(n: int, word: str) -> str:
@@ -260,17 +266,20 @@ def holds_repeat(piece: HeldOutPiece, gap, vocab) -> bool:
     return bool(np.isin(bar[(row >= first) & (row < end)], gap.bars).any())
 
 
-def harmonize(model, pieces: list[HeldOutPiece], samples: int, folder: Path) -> dict:
-    """Alto, tenor and bass written under each held-out soprano, beside Bach's and a floor."""
+def harmonize(model, pieces: list[HeldOutPiece], samples: int, folder: Path, candidates: int = 1) -> dict:
+    """Alto, tenor and bass written under each held-out soprano, beside Bach's and a floor: one
+    fill per piece, and (``candidates`` > 1) one drawn from that many particles."""
     facts, vocab = facts_of(model), model.vocab
     config = facts.encoding
-    done, bach, written = [], [], []
+    done, bach, written, drawn = [], [], [], []
     for i, piece in enumerate(pieces):
         if not set(LOWER) | {"soprano"} <= set(piece.parts):
             continue
         primer = load_primer(write_primer(piece, facts, folder), vocab, MAX_PRIMER_BARS, facts.instrument_key)
         try:
             made = compose(model, Settings(fill=Fill(parts=list(LOWER), bars=None), seed=i), samples, primer)
+            among = (compose(model, Settings(fill=Fill(parts=list(LOWER), bars=None, candidates=candidates), seed=i),
+                             samples, primer) if candidates > 1 else [])
         except UserError as e:  # the meter changes: a fill's bars share one length
             print(f"    {piece.name}: skipped ({e})", flush=True)
             continue
@@ -278,9 +287,13 @@ def harmonize(model, pieces: list[HeldOutPiece], samples: int, folder: Path) -> 
         bpb = beats_per_bar(piece)
         bach.append((as_columns(piece, config), bpb))
         written += [(composition_columns(c), bpb) for c in made]
+        drawn += [(composition_columns(c), bpb) for c in among]
     floor = shuffled_lower_voices([p for p, _ in bach])
-    return {"pieces": len(done), "skipped": len(pieces) - len(done), "samples": samples,
+    return {"pieces": len(done), "skipped": len(pieces) - len(done), "samples": samples, "candidates": candidates,
             "bach": mean_features(bach), "fills": mean_features(written),
+            **({"fills_candidates": mean_features(drawn)} if drawn else {}),
+            "lower_notes": {k: float(np.mean([lower_notes(c) for c, _ in v])) if v else None
+                            for k, v in (("bach", bach), ("fills", written), ("fills_candidates", drawn))},
             "shuffled": mean_features(list(zip(floor, [b for _, b in bach], strict=True)))}
 
 
@@ -399,16 +412,26 @@ def markdown(results: dict) -> str:
         "is in {0,3,4,5,7,8,9}; one-key fit: share of each voice's notes in the scale of the ensemble's "
         "Krumhansl-Schmuckler key. Shuffled floor: each lower voice from another held-out chorale.",
         "",
-        "| set | " + " | ".join(f.replace("_", " ") for f in CROSS_PART_FEATURES) + " |",
-        "|---|" + "---:|" * len(CROSS_PART_FEATURES),
+        "| set | " + " | ".join(f.replace("_", " ") for f in CROSS_PART_FEATURES) + " | alto, tenor, bass notes a piece |",
+        "|---|" + "---:|" * (len(CROSS_PART_FEATURES) + 1),
     ]
-    for key, label in (("bach", "Bach's four voices"), ("fills", "soprano + fills' alto/tenor/bass"),
-                       ("shuffled", "soprano + shuffled voices")):
-        lines.append(f"| {label} | " + " | ".join(fmt(h[key][f]) for f in CROSS_PART_FEATURES) + " |")
-    gaps = {f: abs(h["fills"][f] - h["bach"][f]) for f in SHOWN}
-    lines += ["", "Distance from Bach: " + ", ".join(
-        f"{f.replace('_', ' ')} {fmt(v)} ({verdict(v, GOAL_GAP)} the goal of {GOAL_GAP})"
-        for f, v in gaps.items()) + "."]
+    counts = h.get("lower_notes", {})
+    written = {"fills": "soprano + fills' alto/tenor/bass"}
+    if "fills_candidates" in h:
+        written["fills_candidates"] = f"the same, one of `fill.candidates={h['candidates']}` particles"
+    for key, label in (("bach", "Bach's four voices"), *written.items(), ("shuffled", "soprano + shuffled voices")):
+        lines.append(f"| {label} | " + " | ".join(fmt(h[key][f]) for f in CROSS_PART_FEATURES)
+                     + f" | {fmt(counts.get(key), 1)} |")
+    for key, label in written.items():
+        gaps = {f: abs(h[key][f] - h["bach"][f]) for f in SHOWN}
+        lines += ["", f"Distance from Bach ({label}): " + ", ".join(
+            f"{f.replace('_', ' ')} {fmt(v)} ({verdict(v, GOAL_GAP)} the goal of {GOAL_GAP})"
+            for f, v in gaps.items()) + "."]
+    if "fills_candidates" in h:
+        lines += ["", f"`fill.candidates={h['candidates']}`: the sampler runs that many rows per piece and, whenever their "
+                  "weights (the probability the model gave the kept soprano so far) grow uneven, redraws them from "
+                  "each other by weight (sequential Monte Carlo); one is drawn by weight at the end. Nothing but the "
+                  "model's own probabilities chooses."]
     m = results["seams"]
     lines += [
         "",
@@ -431,6 +454,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=6.0, help="training budget per model")
     parser.add_argument("--samples", type=int, default=2, help="fills written per chorale (harmonization, seams)")
+    parser.add_argument("--candidates", type=int, default=8,
+                        help="harmonization also with fill.candidates=N (particles per piece; 1: not)")
     parser.add_argument("--pieces", type=int, default=None, help="only the first N test chorales (a quick check)")
     parser.add_argument("--orders", type=int, nargs="+", default=list(DEFAULT_ORDERS), help="n-gram orders to choose from")
     parser.add_argument("--parallel", type=int, default=2, choices=(1, 2))
@@ -478,7 +503,7 @@ def main() -> None:
                         for v in VARIANTS}}
     results["likelihood"] = likelihood(models, pieces, dm, args.orders)
     print("  harmonization: writing alto, tenor and bass under each soprano ...", flush=True)
-    results["harmonization"] = harmonize(models["fills"], pieces, args.samples, folder)
+    results["harmonization"] = harmonize(models["fills"], pieces, args.samples, folder, args.candidates)
     print("  seams: writing the 4 middle bars anew ...", flush=True)
     results["seams"] = seams(models["fills"], pieces, args.samples, folder)
     # reused runs add the time they trained, side by side: the longer of them

@@ -6,6 +6,8 @@ mixes fill examples in, and a model trained briefly fills from what surrounds th
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -18,7 +20,7 @@ from test_grammar import SMALL, assert_same_state, kind_value, random_walk
 from deeporb.data.datamodule import SessionDataModule
 from deeporb.data.fill_examples import fill_example
 from deeporb.encoding.fills import LOOKAHEAD, Gap, encode_fill
-from deeporb.encoding.grammar import KINDS, Walk
+from deeporb.encoding.grammar import KINDS, View, Walk
 from deeporb.encoding.score import decode_score, encode_score, quantize_parts
 from deeporb.encoding.words import (
     BAR,
@@ -35,6 +37,7 @@ from deeporb.encoding.words import (
 from deeporb.errors import UserError
 from deeporb.generation.compose import Fill, Settings, compose, generate_plans, plan
 from deeporb.generation.forced import kept_notes
+from deeporb.generation.loop import generate
 from deeporb.generation.masks import Grammar
 from deeporb.generation.prompts import MAX_PRIMER_BARS, load_primer
 from deeporb.midi import read_midi
@@ -230,12 +233,15 @@ def test_a_fill_keeps_every_note_outside_the_gap_exactly_as_the_file_had_it(chor
     assert len({tuple(p.tracks[1].notes["pitch"]) for p in pieces}) > 1  # three samples, drawn afresh
 
 
-def test_the_words_a_fill_writes_give_the_parts_it_keeps_note_for_note_at_their_onsets(chorale_midi_dir):
+@pytest.mark.parametrize("candidates", [1, 6])
+def test_the_words_a_fill_writes_give_the_parts_it_keeps_note_for_note_at_their_onsets(chorale_midi_dir, candidates):
     """The fill's bars are written whole: the kept parts' notes stand in them as the primer has
-    them (given to the sampler word by word), the asked parts are the model's."""
+    them (given to the sampler word by word), the asked parts are the model's, also when one
+    fill is drawn among several candidates."""
     model = fill_model(seed=3)
     primer = load_primer(sorted(chorale_midi_dir.glob("*.mid"))[3], model.vocab, MAX_PRIMER_BARS, "name")
-    for fill in (Fill(parts=["alto", "tenor", "bass"]), Fill(parts=["tenor"], bars=[2, 5])):
+    for fill in (Fill(parts=["alto", "tenor", "bass"], candidates=candidates),
+                 Fill(parts=["tenor"], bars=[2, 5], candidates=candidates)):
         planned = plan(model, Settings(fill=fill, seed=4), 4, primer)
         gap = planned.gap
         start, end = gap.bars[0] * 48, (gap.bars[-1] + 1) * 48  # 4/4
@@ -246,10 +252,25 @@ def test_the_words_a_fill_writes_give_the_parts_it_keeps_note_for_note_at_their_
                 inside = GridNotes(*(getattr(g, c)[(g.onset >= start) & (g.onset < end)] for c in GRID_COLUMNS))
                 p = primer.parts[voice]
                 given = GridNotes(*(getattr(p, c)[(p.onset >= start) & (p.onset < end)] for c in GRID_COLUMNS))
-                if voice in fill.parts:
-                    assert len(inside) and inside != given
-                else:
+                if voice not in fill.parts:
                     assert inside == given, voice
+                elif candidates == 1:  # (an untrained model's likeliest fills may rest: the kept words cost least)
+                    assert len(inside) and inside != given
+
+
+def test_the_weights_are_the_probability_the_model_gave_the_kept_notes(chorale_midi_dir):
+    """A row that keeps nothing weighs 0 (log 1); one that keeps the soprano weighs the log of a
+    probability below 1, different for each fill."""
+    model = fill_model(seed=2)
+    primer = load_primer(sorted(chorale_midi_dir.glob("*.mid"))[0], model.vocab, MAX_PRIMER_BARS, "name")
+    harmonize = plan(model, Settings(fill=Fill(parts=["alto", "tenor", "bass"]), seed=1), 1, primer)
+    everything = plan(model, Settings(fill=Fill(bars=[2, 3]), seed=1), 1, primer)
+    for planned, keeps in ((harmonize, True), (everything, False)):
+        weights: list[float] = []
+        generate(model, planned.prompts * 3, 1, planned.bars[0], view=View.SCORE, kept=[planned.kept] * 3,
+                 weights=weights)
+        assert len(weights) == 3 and all(math.isfinite(w) for w in weights)
+        assert (all(w < -1.0 for w in weights) and len(set(weights)) == 3) if keeps else weights == [0.0] * 3
 
 
 def test_a_fill_may_repeat_a_bar_only_where_the_bar_holds_the_same_kept_notes(chorale_midi_dir):

@@ -92,7 +92,8 @@ def test_a_form_fill_rewrites_the_gap_adds_a_part_and_keeps_every_other_note(ser
     form = {"fill.parts": ["acoustic_bass", "drums"], "fill.bars": "2-3", "seed": "4"}
     status, answer, _ = call(url, "/api/generate", *multipart(form, {"primer": ("p.mid", primer.read_bytes())}))
     assert status == 200, answer
-    assert answer["settings"]["fill"] == {"parts": ["acoustic_bass", "drums"], "bars": [2, 3]} and answer["bars"] == 4
+    assert answer["settings"]["fill"] == {"parts": ["acoustic_bass", "drums"], "bars": [2, 3], "candidates": 1}
+    assert answer["bars"] == 4
     assert "drums" in answer["played"]  # the added part plays
     given, made = notes_of(primer), notes_of(saved(url, answer, tmp_path))
     gap = ("acoustic_bass", "drums")
@@ -111,7 +112,8 @@ def test_a_json_fill_of_a_served_piece_by_its_id(server, primer, tmp_path):
     assert status == 200, answer
     before, after = notes_of(saved(url, first, tmp_path)), notes_of(saved(url, answer, tmp_path))
     assert outside(after, ["acoustic_grand_piano"], 5, 6) == outside(before, ["acoustic_grand_piano"], 5, 6)
-    assert answer["bars"] == 6 and answer["settings"]["fill"] == {"parts": ["acoustic_grand_piano"], "bars": [5, 6]}
+    assert answer["bars"] == 6
+    assert answer["settings"]["fill"] == {"parts": ["acoustic_grand_piano"], "bars": [5, 6], "candidates": 1}
     assert call(url, "/api/generate", fill)[1]["notes"] == answer["notes"]  # the seed reproduces it
 
 
@@ -147,7 +149,9 @@ def test_fills_share_a_batch_and_each_gets_its_piece_alone(server, primer, tmp_p
     ({"bars": ["x", 2]}, "fill.bars must be a whole number (got 'x')"),
     ({"bars": [1, 10**400]}, "fill.bars must be between 1 and 1024"),
     ({"bars": {"first": 1}}, "fill.bars must be [first, last]"),
-    ({"colour": 1}, "unknown field 'fill.colour'; fill has parts and bars"),
+    ({"colour": 1}, "unknown field 'fill.colour'; fill has parts, bars and candidates"),
+    ({"candidates": 0}, "fill.candidates must be between 1 and 16 (got 0)"),
+    ({"candidates": 17}, "fill.candidates must be between 1 and 16 (got 17)"),
     ({"bars": [1, 2]}, "fill.parts / fill.bars rewrite part of a primer: upload the piece as primer"),
 ])
 def test_bad_fill_fields_are_one_clear_line(server, fill, message):
@@ -225,6 +229,8 @@ def test_a_model_that_cannot_fill_says_so(view, fills, primer, tmp_path):
     ({"fill": {"parts": None, "bars": [2, 3]}}, Fill(None, [2, 3])),
     ({"fill": None}, Fill()),
     ({"fill.parts": "", "fill.bars": ""}, Fill()),
+    ({"fill.parts": "piano", "fill.candidates": "8"}, Fill(["piano"], None, 8)),
+    ({"fill": {"bars": [2, 3], "candidates": 4}}, Fill(None, [2, 3], 4)),
 ])
 def test_fill_spellings_of_json_and_forms(sent, fill):
     vocab = type("V", (), {"instruments": ("drums", "piano"), "styles": ()})

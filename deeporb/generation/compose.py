@@ -48,6 +48,7 @@ SHORT_BAR_QUARTERS = 1  # a bar this short or shorter makes `bars` mislead (see 
 # music, at most MAX_BAR_WORDS = 512), and takes about that many model steps in bars x words.
 MAX_BARS = 1024  # 34 minutes of 4/4 at 120 qpm, minutes of CPU; more ran for hours before this
 MAX_NUM_SAMPLES = 1024  # rows of one batch; more samples: run again with another seed
+MAX_FILL_CANDIDATES = 16  # fills written per piece to draw one from (fill.candidates)
 MAX_SAMPLE_BARS = 16_384  # num_samples x bars a run (16 x 1024, 1024 x 16): at most ~8.5M words a part
 # tempo (quarter notes per minute): MIDI holds 60e6 / 0xFFFFFF = 3.58 up to 60e6 (1 us a quarter);
 # from 4 a quarter lasts 15 s at most, and above 1000 notes blur into a buzz
@@ -61,6 +62,7 @@ class Fill:
 
     parts: list[str] | None = None  # parts to write; one the primer lacks is added. None: every part of the primer
     bars: list[int] | None = None  # [first, last] bars of the primer, 1-based, inclusive. None: all its bars
+    candidates: int = 1  # fills written per piece, one drawn by how likely the model finds the kept notes given each
 
     @property
     def asked(self) -> bool:
@@ -234,11 +236,15 @@ def check_sizes(settings: Settings, num_samples: int) -> None:
     if not 1 <= num_samples <= MAX_NUM_SAMPLES:
         raise UserError(f"num_samples must be between 1 and {MAX_NUM_SAMPLES:,} (got {num_samples:,}); "
                         "for more, run again with another seed")
-    if num_samples * settings.bars > MAX_SAMPLE_BARS:
-        fits = MAX_SAMPLE_BARS // settings.bars
-        runs = -(-num_samples // fits)
-        raise UserError(f"num_samples x bars = {num_samples * settings.bars:,} is over {MAX_SAMPLE_BARS:,} bars a run; "
-                        f"split the work into {runs} runs of at most num_samples={fits}, each with its own seed")
+    if not 1 <= settings.fill.candidates <= MAX_FILL_CANDIDATES:
+        raise UserError(f"fill.candidates must be between 1 and {MAX_FILL_CANDIDATES} (got {settings.fill.candidates}); "
+                        "1 writes one fill per piece")
+    rows = num_samples * settings.fill.candidates
+    if rows * settings.bars > MAX_SAMPLE_BARS:
+        fits = MAX_SAMPLE_BARS // (settings.bars * settings.fill.candidates)
+        runs = -(-num_samples // max(fits, 1))
+        raise UserError(f"num_samples x fill.candidates x bars = {rows * settings.bars:,} is over {MAX_SAMPLE_BARS:,} bars "
+                        f"a run; split the work into {runs} runs of at most num_samples={fits}, each with its own seed")
     if not math.isfinite(float(settings.temperature)):
         raise UserError(f"temperature must be a finite number (got {settings.temperature}); "
                         "0 or less (or below 1e-6) is greedy")
@@ -429,22 +435,39 @@ def generate_plans(model, plans: list[Plan]) -> list[list[list[int]]]:
         raise ValueError("plans generated together must share one batch_key()")
     device = next(model.parameters()).device
     prompts, generators, ensembles, required, kept = [], [], [], [], []
-    for p in plans:
-        g = torch.Generator(device=device).manual_seed(int(p.settings.seed))
-        prompts += p.prompts
-        generators += [g] * len(p.prompts)
-        ensembles += p.ensembles
-        required += [p.required] * len(p.prompts)
-        kept += [p.kept] * len(p.prompts)
+    plan_generators = [torch.Generator(device=device).manual_seed(int(p.settings.seed)) for p in plans]
+    for p, g in zip(plans, plan_generators, strict=True):
+        n = candidates(p)
+        prompts += [q for q in p.prompts for _ in range(n)]
+        generators += [g] * (len(p.prompts) * n)
+        ensembles += [e for e in p.ensembles for _ in range(n)]
+        required += [p.required] * (len(p.prompts) * n)
+        kept += [p.kept] * (len(p.prompts) * n)
     bars, min_bars = plans[0].bars
+    weights: list[float] | None = [] if any(candidates(p) > 1 for p in plans) else None
     [rows] = generate(model, prompts, 1, bars, s.temperature, s.top_k, s.top_p, view=plans[0].view,
                       min_bars=min_bars, ensembles=ensembles if any(ensembles) else None, generators=generators,
-                      required=required if any(required) else None, kept=kept if any(kept) else None)
+                      required=required if any(required) else None, kept=kept if any(kept) else None,
+                      weights=weights)
     out, start = [], 0
-    for p in plans:
-        out.append(rows[start : start + len(p.prompts)])
-        start += len(p.prompts)
+    for p, g in zip(plans, plan_generators, strict=True):
+        n = candidates(p)
+        chosen = []
+        for first in range(start, start + len(p.prompts) * n, n):
+            pick = 0
+            if n > 1:  # one of the piece's fills, drawn by how likely the model finds its kept notes
+                w = torch.tensor(weights[first : first + n], dtype=torch.float64, device=device)
+                pick = int(torch.multinomial(torch.softmax(w, 0), 1, generator=g))
+            chosen.append(rows[first + pick])
+        out.append(chosen)
+        start += len(p.prompts) * n
     return out
+
+
+def candidates(plan: Plan) -> int:
+    """Fills written for each of a plan's pieces: ``fill.candidates`` where the fill keeps notes
+    inside its gap (their likelihood is what tells the fills apart), else 1."""
+    return plan.settings.fill.candidates if plan.kept is not None and any(plan.kept.events) else 1
 
 
 def finish(model, plan: Plan, rows: list[list[int]]) -> list[Composition]:

@@ -52,6 +52,7 @@ def generate(
     generators: list[torch.Generator] | None = None,
     required: list[list[str] | None] | None = None,
     kept: list[Kept | None] | None = None,
+    weights: list[float] | None = None,
 ) -> list[list[list[int]]]:
     """Continue every prompt ``num_samples`` times by up to ``bars`` bars, all rows in one batch.
 
@@ -65,7 +66,12 @@ def generate(
     so each request's words do not depend on what else is in the batch (serve.py's batches).
     ``required[j]``: parts that must play after prompt ``j`` without narrowing its ensemble (a
     fill's added parts); ``kept[j]``: what the fill of prompt ``j`` keeps, the notes given
-    word for word (:class:`deeporb.generation.forced.KeptNotes`).
+    word for word (:class:`deeporb.generation.forced.KeptNotes`). ``weights``, a list given
+    empty, receives each row's log importance weight: the log of the probability the model
+    gave the kept notes it was made to write, step by step the share of the grammar's words
+    (at ``temperature``) that the kept notes allow. Rows sampled this way, drawn among by these
+    weights, are drawn from the model's own distribution given the kept notes, the ones after
+    each word included (importance resampling; :func:`deeporb.generation.compose.generate_plans`).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -97,13 +103,19 @@ def generate(
     else:
         generator = [generators[r % len(prompts)] for r in range(n_rows)]
     active = torch.arange(n_rows, device=device)
+    log_weight = torch.zeros(n_rows, dtype=torch.float64, device=device)
     out: list[list[int]] = [[] for _ in range(n_rows)]
     steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, the words they keep)
     max_steps = (bars + 1) * (max_bar_words + 4) + PLACE_WORDS * len(vocab.instruments) + (given.words if given else 0)
     for _ in range(max_steps):
         allowed = grammar.mask(s, target, min_target)
         if given is not None:
+            free = allowed.clone() if weights is not None else None
             given.restrict(allowed, s.pos, s.part)
+            if free is not None:
+                scaled = logits.float() / max(float(temperature), 1e-6)
+                log_weight[active] += (scaled.masked_fill(~allowed, -math.inf).logsumexp(-1)
+                                       - scaled.masked_fill(~free, -math.inf).logsumexp(-1)).double()
         token = choose(torch.where(allowed, logits, -math.inf), temperature, top_k, top_p, generator)
         if given is not None:
             given.advance(token, s.vel)
@@ -126,6 +138,8 @@ def generate(
     for rows, tokens in steps:  # gathered once at the end, not per step
         for r, t in zip(rows.tolist(), tokens.tolist(), strict=True):
             out[r].append(t)
+    if weights is not None:
+        weights[:] = log_weight.tolist()
     k = len(prompts)
     return [[out[i * k + j] for j in range(k)] for i in range(num_samples)]
 

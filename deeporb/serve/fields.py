@@ -14,6 +14,8 @@ keeping its other notes: in JSON ``"fill": {"parts": ["drums"], "bars": [5, 8]}`
 null or left out: every part of the primer, all its bars), in a form or a query the fields
 ``fill.parts`` (repeated or comma-separated, as ``instruments``) and ``fill.bars`` (``5,8``,
 ``5-8``, sent twice, or one bar ``5``). Bars are the primer's, 1-based, first and last included.
+``fill.candidates`` (1 to 16): fills written per piece, one drawn by how likely the model finds
+the notes the fill keeps given each.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
-from deeporb.generation.compose import MAX_TEMPO, MIN_TEMPO, Fill, Settings
+from deeporb.generation.compose import MAX_FILL_CANDIDATES, MAX_TEMPO, MIN_TEMPO, Fill, Settings
 from deeporb.generation.draw import GREEDY_BELOW
 from deeporb.generation.prompts import MAX_PRIMER_BARS
 
@@ -31,8 +33,8 @@ MAX_SEED = 2**31 - 1
 FIELDS = tuple(f.name for f in fields(Settings))
 DEFAULTS = asdict(Settings())
 FORM_ONLY = ("primer",)  # the upload (JSON: a served piece's id); read by the app, not here
-FILL_FIELDS = ("fill.parts", "fill.bars")  # fill's members as a form or query spells them
-REPEATED = ("instruments", *FILL_FIELDS)  # a form's fields that keep every value sent
+FILL_FIELDS = ("fill.parts", "fill.bars", "fill.candidates")  # fill's members as a form or query spells them
+REPEATED = ("instruments", "fill.parts", "fill.bars")  # a form's fields that keep every value sent
 
 
 class RequestError(Exception):
@@ -193,13 +195,15 @@ def _fill(value, known: tuple[str, ...], most: int) -> Fill:
     if not isinstance(value, Mapping):
         raise RequestError(f'fill must be an object {{"parts": [...], "bars": [first, last]}} (in a form: the '
                            f"fields fill.parts and fill.bars) (got {_shown(value)})")
-    unknown = sorted(str(k) for k in value if k not in ("parts", "bars"))
+    unknown = sorted(str(k) for k in value if k not in ("parts", "bars", "candidates"))
     if unknown:
         raise RequestError(f"unknown field {', '.join(_shown('fill.' + k) for k in unknown[:5])}; "
-                           "fill has parts and bars")
+                           "fill has parts, bars and candidates")
     given = {k: v for k, v in value.items() if v is not None and v != "" and v != [""]}
     return Fill(_fill_parts(given["parts"], known) if "parts" in given else None,
-                _fill_bars(given["bars"], most) if "bars" in given else None)
+                _fill_bars(given["bars"], most) if "bars" in given else None,
+                _whole("fill.candidates", given["candidates"], 1, MAX_FILL_CANDIDATES) if "candidates" in given
+                else Fill.candidates)
 
 
 # each field of Settings: how a sent value is read (value, the model's names, the limits)
@@ -262,6 +266,7 @@ def describe(vocab, limits: Limits) -> dict:
             "primer_bars": [0, MAX_PRIMER_BARS],
             "tempo": [MIN_TEMPO, MAX_TEMPO],
             "fill_bars": [1, limits.max_bars],  # bars one fill writes (fill.bars: first and last, from 1)
+            "fill_candidates": [1, MAX_FILL_CANDIDATES],  # fills written to draw one from (fill.candidates)
             "body_bytes": limits.body_bytes,
             "primer_bytes": limits.primer_bytes,
         },

@@ -43,6 +43,7 @@ from deeporb.generation.compose import (
     Plan,
     Settings,
     can_fill,
+    candidates,
     finish,
     generate_plans,
     plan,
@@ -138,7 +139,7 @@ class Composer:
 
     def job(self, planned: Plan) -> Job:
         """Requests share a batch when their plans can generate together (:meth:`Plan.batch_key`)."""
-        return Job(key=planned.batch_key(), rows=len(planned.prompts), work=planned)
+        return Job(key=planned.batch_key(), rows=len(planned.prompts) * candidates(planned), work=planned)
 
     def run_batch(self, jobs: list[Job]) -> None:
         """Generate every job's plan in one batch, then write and answer each piece."""

@@ -71,7 +71,7 @@ class RenderConfig:
 class SampleConfig(Settings):
     """``python sample.py KEY=VALUE ...``: the sampling settings (:class:`Settings`: bars,
     min_bars, temperature, top_k, top_p, seed, instruments, style, primer_bars, keep_primer,
-    tempo, fill.parts, fill.bars, each with its default there) and what the stage adds around them."""
+    tempo, fill.parts, fill.bars, fill.candidates, each with its default there) and what the stage adds around them."""
 
     ckpt_path: str | None = None  # a .ckpt file, a training run folder (its best checkpoint, else last.ckpt), or
     #   pretrained:NAME (a bundled model); None: sample.py uses pretrained:bach_chorales and says so
