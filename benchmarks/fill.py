@@ -18,7 +18,7 @@ best checkpoint by val/loss. Then, on the held-out test chorales:
   the same notes' words left to right. Goal: fills at most 0.85x today's.
 * **harmonization**: the real soprano kept, alto, tenor and bass written by the fill model
   (``Fill(parts=["alto", "tenor", "bass"])``, ``--samples`` per chorale, the chorale given as a
-  MIDI primer; again with ``fill.candidates=--candidates``, particles redrawn by the
+  MIDI primer; again with ``fill.candidates=--candidates``, one of that many fills drawn by the
   probability the model gives the kept soprano); consonance between the parts and one-key fit (``deeporb.evaluation.cross_part``)
   beside Bach's own four voices and a shuffled-voice floor (the soprano kept, each lower voice
   taken from another held-out chorale and cut to its length, as ``benchmarks/ensemble.py``'s
@@ -418,7 +418,7 @@ def markdown(results: dict) -> str:
     counts = h.get("lower_notes", {})
     written = {"fills": "soprano + fills' alto/tenor/bass"}
     if "fills_candidates" in h:
-        written["fills_candidates"] = f"the same, one of `fill.candidates={h['candidates']}` particles"
+        written["fills_candidates"] = f"the same, one of `fill.candidates={h['candidates']}` fills"
     for key, label in (("bach", "Bach's four voices"), *written.items(), ("shuffled", "soprano + shuffled voices")):
         lines.append(f"| {label} | " + " | ".join(fmt(h[key][f]) for f in CROSS_PART_FEATURES)
                      + f" | {fmt(counts.get(key), 1)} |")
@@ -428,10 +428,9 @@ def markdown(results: dict) -> str:
             f"{f.replace('_', ' ')} {fmt(v)} ({verdict(v, GOAL_GAP)} the goal of {GOAL_GAP})"
             for f, v in gaps.items()) + "."]
     if "fills_candidates" in h:
-        lines += ["", f"`fill.candidates={h['candidates']}`: the sampler runs that many rows per piece and, whenever their "
-                  "weights (the probability the model gave the kept soprano so far) grow uneven, redraws them from "
-                  "each other by weight (sequential Monte Carlo); one is drawn by weight at the end. Nothing but the "
-                  "model's own probabilities chooses."]
+        lines += ["", f"`fill.candidates={h['candidates']}`: the sampler writes that many fills per piece and draws one by "
+                  "the probability the model gave the kept soprano in each (importance resampling), so the soprano "
+                  "notes that come after a written note count too. Nothing but the model's own probabilities chooses."]
     m = results["seams"]
     lines += [
         "",
@@ -455,7 +454,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=6.0, help="training budget per model")
     parser.add_argument("--samples", type=int, default=2, help="fills written per chorale (harmonization, seams)")
     parser.add_argument("--candidates", type=int, default=8,
-                        help="harmonization also with fill.candidates=N (particles per piece; 1: not)")
+                        help="harmonization also with fill.candidates=N (fills written per piece; 1: not)")
     parser.add_argument("--pieces", type=int, default=None, help="only the first N test chorales (a quick check)")
     parser.add_argument("--orders", type=int, nargs="+", default=list(DEFAULT_ORDERS), help="n-gram orders to choose from")
     parser.add_argument("--parallel", type=int, default=2, choices=(1, 2))
