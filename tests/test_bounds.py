@@ -57,10 +57,15 @@ def refused(out, *args: str) -> str:
     (["num_samples=10000"], "num_samples must be between 1 and 1,024 (got 10,000)"),
     (["num_samples=64", "bars=1024"],
      "num_samples x bars = 65,536 is over 16,384 bars a run; split the work into 4 runs of at most num_samples=16"),
+    (["num_samples=2", "bars=1024", "fill.candidates=16", "fill.bars=[1,2]"],
+     "num_samples x fill.candidates x bars = 32,768 is over 16,384 bars a run; split the work into 2 runs of at most "
+     "num_samples=1"),
+    (["fill.candidates=17", "fill.bars=[1,2]"], "fill.candidates must be between 1 and 16 (got 17)"),
     (["temperature=nan"], "temperature must be a finite number (got nan)"),
     (["temperature=inf"], "temperature must be a finite number (got inf)"),
     (["tempo=0.05", "render.audio=true"], "tempo must be between 4 and 1000 quarter notes per minute (got 0.05)"),
-], ids=["primer_bars", "bars", "num_samples", "samples_x_bars", "nan", "inf", "tempo"])
+], ids=["primer_bars", "bars", "num_samples", "samples_x_bars", "samples_x_candidates", "candidates", "nan", "inf",
+        "tempo"])
 def test_each_absurd_size_is_one_error_line_before_any_work(args, message, run_dir, tmp_path):  # noqa: F811 (the fixture imported above)
     primer = primer_at(tmp_path / "primer.mid", 500_000)
     line = refused(tmp_path / "out", f"ckpt_path={run_dir}", f"primer={primer}", *args)

@@ -239,12 +239,13 @@ def check_sizes(settings: Settings, num_samples: int) -> None:
     if not 1 <= settings.fill.candidates <= MAX_FILL_CANDIDATES:
         raise UserError(f"fill.candidates must be between 1 and {MAX_FILL_CANDIDATES} (got {settings.fill.candidates}); "
                         "1 writes one fill per piece")
-    rows = num_samples * settings.fill.candidates
-    if rows * settings.bars > MAX_SAMPLE_BARS:
-        fits = MAX_SAMPLE_BARS // (settings.bars * settings.fill.candidates)
+    each = settings.fill.candidates if settings.fill.asked else 1  # rows a piece takes
+    if num_samples * each * settings.bars > MAX_SAMPLE_BARS:
+        fits = MAX_SAMPLE_BARS // (settings.bars * each)
         runs = -(-num_samples // max(fits, 1))
-        raise UserError(f"num_samples x fill.candidates x bars = {rows * settings.bars:,} is over {MAX_SAMPLE_BARS:,} bars "
-                        f"a run; split the work into {runs} runs of at most num_samples={fits}, each with its own seed")
+        product = "num_samples x bars" if each == 1 else "num_samples x fill.candidates x bars"
+        raise UserError(f"{product} = {num_samples * each * settings.bars:,} is over {MAX_SAMPLE_BARS:,} bars a run; "
+                        f"split the work into {runs} runs of at most num_samples={fits}, each with its own seed")
     if not math.isfinite(float(settings.temperature)):
         raise UserError(f"temperature must be a finite number (got {settings.temperature}); "
                         "0 or less (or below 1e-6) is greedy")
