@@ -75,6 +75,9 @@ def chorale_primer(vocab: Vocabulary, bars: int) -> Primer:
         return next(p for p in primers if p.bars >= bars and len(p.meter.starts) == 1)
 
 
+CANDIDATES = 8  # fill.candidates of the last fill row
+
+
 def fill(model, primer: Primer, asked: Fill, samples: int, seed: int) -> tuple[int, float]:
     """``samples`` fills of ``primer`` (top-p 0.95): planned, then written. -> (words, seconds)."""
     t0 = time.perf_counter()
@@ -167,7 +170,10 @@ def main() -> None:
         (f"fill: alto, tenor and bass under the soprano, all {primer.bars} bars", n,
          lambda r: fill(filling, primer, Fill(parts=["alto", "tenor", "bass"]), n, r)),
         ("fill: bars 5-8 of every voice", n, lambda r: fill(filling, primer, Fill(parts=list(VOICES), bars=[5, 8]), n, r)),
+        (f"fill: alto, tenor and bass, `fill.candidates={CANDIDATES}` (rows: pieces x {CANDIDATES})", n,
+         lambda r: fill(filling, primer, Fill(parts=["alto", "tenor", "bass"], candidates=CANDIDATES), n // CANDIDATES, r)),
     ]
+    fills = 4  # the last runs: the plain score rows of the filling model, then its fills
     for _, _, run in runs:  # warm-up: first calls allocate and initialise kernels
         run(99)
     best: list[tuple[int, float] | None] = [None] * len(runs)
@@ -178,14 +184,14 @@ def main() -> None:
                 best[i] = (words, seconds)
     base_rate = best[0][0] / best[0][1]
     parts = len(model.vocab.instruments)
-    piece_score, piece_tracks_s = best[5][1], best[-4][1]
+    piece_score, piece_tracks_s = best[5][1], best[-fills - 1][1]
     rows = []
-    for (name, batch, _), (words, seconds) in zip(runs[:-3], best[:-3], strict=True):
+    for (name, batch, _), (words, seconds) in zip(runs[:-fills], best[:-fills], strict=True):
         rate = words / seconds
         rows.append(f"| {name} | {batch} | {words:,} | {seconds:.3f} | {rate:,.0f} | {rate / base_rate:.1f}× |")
-    plain_rate = best[-3][0] / best[-3][1]
+    plain_rate = best[-fills][0] / best[-fills][1]
     fill_rows = []
-    for (name, batch, _), (words, seconds) in zip(runs[-3:], best[-3:], strict=True):
+    for (name, batch, _), (words, seconds) in zip(runs[-fills:], best[-fills:], strict=True):
         rate = words / seconds
         fill_rows.append(f"| {name} | {batch} | {words:,} | {seconds:.3f} | {rate:,.0f} | {rate / plain_rate:.2f}× |")
     weights = f"checkpoint `{args.ckpt.name}`" if args.ckpt else "random weights"
@@ -226,7 +232,8 @@ def main() -> None:
         f"({fill_weights}), the {primer.bars}-bar chorale `{primer.path.name}` as the primer, in the same rounds. A fill's prompt is the whole "
         "chorale with its gap, read once per request; the notes a fill keeps are given word by word "
         "(`deeporb.generation.forced.KeptNotes`, per row in Python at each step), beside plain score rows of "
-        "the same network. Words counted are those the rows wrote, the given notes included."
+        "the same network. Words counted are those the rows wrote, the given notes included; with "
+        f"`fill.candidates={CANDIDATES}`, only the fills drawn (one piece's {CANDIDATES} rows write one piece)."
         + ("" if args.fill_ckpt else " With random weights a row may not close a bar or pass a kept note's onset "
            "before that note is given, so it writes up to the bar's word limit there (512): compare words/s."),
         "",
