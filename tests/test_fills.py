@@ -351,6 +351,14 @@ def test_a_primer_longer_than_a_fill_reads_says_so(tmp_path, capsys):
     assert results[0].tracks[0].notes["onset"].tolist() == [0.0, 4.0, 8.0]  # the bars read, note for note
 
 
+def test_candidates_of_a_fill_that_keeps_nothing_in_its_gap_say_they_write_one(chorale_midi_dir, tmp_path, capsys):
+    path = sorted(chorale_midi_dir.glob("*.mid"))[0]
+    config = SampleConfig(primer=str(path), fill=Fill(bars=[2, 3], candidates=4), num_samples=1, seed=0,
+                          out_dir=str(tmp_path / "out"), render=RenderConfig(piano_roll=False, page=False))
+    sample(config, model=fill_model())
+    assert "fill.candidates=4 writes one fill a piece here" in capsys.readouterr().err
+
+
 def test_the_bars_of_a_fill_must_share_one_meter(tmp_path):
     model = fill_model(keys=("alto", "soprano"))
     bar4, bar3 = 4 * 480, 3 * 480

@@ -63,6 +63,7 @@ class Fill:
     parts: list[str] | None = None  # parts to write; one the primer lacks is added. None: every part of the primer
     bars: list[int] | None = None  # [first, last] bars of the primer, 1-based, inclusive. None: all its bars
     candidates: int = 1  # fills written per piece, one drawn by how likely the model finds the kept notes given each
+    #   (a fill that keeps no notes in its gap writes one: nothing tells its candidates apart)
 
     @property
     def asked(self) -> bool:

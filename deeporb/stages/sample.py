@@ -26,6 +26,7 @@ from deeporb.evaluation.music_stats import format_comparison
 from deeporb.fileio import claim_folder
 from deeporb.generation.compose import (
     Settings,
+    candidates,
     check_settings,
     check_sizes,
     finish,
@@ -138,6 +139,9 @@ def sample(cfg: SampleConfig, model: LSTMGenerator | None = None) -> list[Sample
         print(f"warning: the primer has notes after its first {MAX_PRIMER_BARS:,} bars; a fill reads those bars "
               "and its pieces hold only them", file=sys.stderr)
     planned = plan(model, settings, cfg.num_samples, loaded)
+    if settings.fill.candidates > 1 and candidates(planned) == 1:
+        print(f"warning: fill.candidates={settings.fill.candidates} writes one fill a piece here: the fill keeps no "
+              "notes in its gap, and the candidates are told apart by those", file=sys.stderr)
     if render.audio:  # the bars asked at the tempo: a piece too long to hear is refused unwritten
         check_render_length(planned.longest_seconds(vocab.config), render.max_seconds)
     out_dir = claim_folder(cfg.out_dir, "samples")  # before composing: never over files DeepOrb did not write
