@@ -88,6 +88,7 @@ class TrackEntry:
     program: int
     is_drum: bool
     notes: int
+    pitch_sum: int = 0  # of its notes' MIDI pitches: the manifest keeps each instrument's mean pitch
 
 
 class ManifestBuilder:
@@ -112,10 +113,11 @@ class ManifestBuilder:
         self.stats.update(stats)
         for t in tracks:
             inst = self.instruments.setdefault(
-                t.instrument, {"tracks": 0, "notes": 0, "programs": Counter(), "is_drum": t.is_drum}
+                t.instrument, {"tracks": 0, "notes": 0, "programs": Counter(), "is_drum": t.is_drum, "pitch_sum": 0}
             )
             inst["tracks"] += 1
             inst["notes"] += t.notes
+            inst["pitch_sum"] += t.pitch_sum
             inst["programs"][t.program] += 1
         notes = sum(t.notes for t in tracks)
         piece = {"source": source, "notes": notes, "files": [t.file for t in tracks]}
@@ -136,8 +138,9 @@ class ManifestBuilder:
         self._spool.close()
         instruments = {}
         for key, inst in sorted(self.instruments.items()):
-            programs = inst.pop("programs")
-            instruments[key] = {**inst, "program": programs.most_common(1)[0][0]}
+            programs, pitch_sum = inst.pop("programs"), inst.pop("pitch_sum")
+            instruments[key] = {**inst, "program": programs.most_common(1)[0][0],
+                                "mean_pitch": round(pitch_sum / inst["notes"], 2) if inst["notes"] else None}
         manifest = {
             "format": FORMAT_VERSION,
             "session": name,

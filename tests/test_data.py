@@ -16,7 +16,7 @@ from midi_factory import make_midi
 
 from deeporb.data.cache import build_cache
 from deeporb.data.datamodule import SessionDataModule
-from deeporb.data.split import SPLITS, split_of, split_pieces
+from deeporb.data.split import SPLITS, score_order, split_of, split_pieces
 from deeporb.data.windows import WindowDataset, shift_pitches, tile_starts, training_starts
 from deeporb.encoding.words import BOS, EOS, PAD, Vocabulary
 from deeporb.errors import UserError
@@ -121,7 +121,7 @@ def test_a_missing_session_is_encoded_on_first_use_under_its_own_name_only(chora
     assert not sessions.exists()
     dm = SessionDataModule("my_chorales", str(sessions), encode=encode)
     dm.prepare_data()
-    assert dm.vocab.instruments == ("alto", "bass", "soprano", "tenor")
+    assert dm.vocab.instruments == ("soprano", "alto", "tenor", "bass")  # top-down
     assert dm.pieces_per_split() == {"train": 4, "val": 1, "test": 1}
     with pytest.raises(UserError, match="_partial_: true"):
         SessionDataModule("x", encode={"dataset": "bach_chorales"})
@@ -359,13 +359,40 @@ def test_transposition_only_on_training_windows_and_never_on_drums(drum_sessions
 # -- several sessions, statistics, checkpoint facts ---------------------------------------
 
 
+def test_parts_stand_top_down_by_the_mean_pitch_the_manifest_records(chorale_sessions_dir, tmp_path, capsys):
+    """The score order: highest mean pitch first, drums last; a session encoded before the
+    manifest kept mean pitches keeps key order, and says so."""
+    session = tmp_path / "chorales"
+    shutil.copytree(chorale_sessions_dir / "chorales", session)
+    manifest = json.loads((session / "manifest.json").read_text())
+    pitches = {}
+    for path in scan_note_files(session):
+        pitches.setdefault(path.parent.name, []).extend(json.loads(path.read_text())["notes"]["pitch"])
+    for key, inst in manifest["instruments"].items():  # what encode.py recorded is the notes' mean
+        assert inst["mean_pitch"] == pytest.approx(np.mean(pitches[key]), abs=0.01)
+    assert score_order(["bass", "kit", "alto"], [manifest, {"instruments": {"kit": {"is_drum": True, "notes": 9,
+                                                                                     "mean_pitch": 90.0}}}]) == (
+        ["alto", "bass", "kit"], [])
+    assert score_order(["tuba", "alto"], [manifest]) == (["alto", "tuba"], ["tuba"])  # no mean pitch: after the rest
+
+    for inst in manifest["instruments"].values():
+        del inst["mean_pitch"]
+    (session / "manifest.json").write_text(json.dumps(manifest))
+    dm = SessionDataModule("chorales", str(tmp_path), seq_len=32)
+    dm.prepare_data()
+    assert dm.vocab.instruments == ("alto", "bass", "soprano", "tenor")
+    assert "re-encode to write the parts top-down" in capsys.readouterr().out
+
+
 def test_two_sessions_share_one_vocabulary_and_report_their_facts(chorale_sessions_dir, drum_sessions_dir, tmp_path):
     both = tmp_path / "both"
     shutil.copytree(chorale_sessions_dir / "chorales", both / "chorales")
     shutil.copytree(drum_sessions_dir / "grooves", both / "grooves")
     dm = SessionDataModule(["chorales", "grooves"], str(both), seq_len=32, val_fraction=0.2, test_fraction=0.2)
     dm.prepare_data()
-    assert dm.vocab.instruments == ("acoustic_grand_piano", "alto", "bass", "drums", "soprano", "tenor")
+    keys = dm.vocab.instruments  # one score order over both sessions: top-down by mean pitch, drums last
+    assert sorted(keys) == ["acoustic_grand_piano", "alto", "bass", "drums", "soprano", "tenor"]
+    assert keys[-1] == "drums" and [k for k in keys if k != "acoustic_grand_piano"][:4] == ["soprano", "alto", "tenor", "bass"]
     assert len(dm.dataset("train").datasets) == 2
     info = dm.session_info()
     assert info["names"] == ["chorales", "grooves"]
@@ -396,7 +423,7 @@ def test_sessions_differing_only_in_their_piece_limit_train_together_and_other_s
     assert "max_piece_quarters" not in manifest["encoding"]
     dm = SessionDataModule(["long", "short"], str(tmp_path), seq_len=32)
     dm.prepare_data()
-    assert dm.vocab.instruments == ("alto", "bass", "soprano", "tenor")
+    assert dm.vocab.instruments == ("soprano", "alto", "tenor", "bass")
     encode_session(midi_dir=str(chorale_midi_dir), session="coarse", sessions_dir=str(tmp_path), workers=1,
                    instrument_key="name", encoding={"resolution": 4}, progress=False)
     with pytest.raises(UserError, match="encoded with different settings"):

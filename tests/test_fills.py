@@ -45,7 +45,7 @@ from deeporb.model import LSTMGenerator
 from deeporb.stages.encode import encode_session
 from deeporb.stages.sample import RenderConfig, SampleConfig, sample
 
-VOICES = ("alto", "bass", "soprano", "tenor")
+VOICES = ("soprano", "alto", "tenor", "bass")  # top-down, as the data module orders them
 FILLS = Vocabulary(SMALL, ("alto", "bass", "drums", "soprano"), ("bach",), repeat_bars=2, fills=True)
 
 

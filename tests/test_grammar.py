@@ -110,7 +110,7 @@ def test_every_score_walk_the_masks_allow_decodes_strictly(seed, prompt):
     words = random_walk(VOCAB, "score", prompt, target=3, limit=30, seed=seed)
     parts, _ = decode_score(words, VOCAB, strict=True)
     header = [w[5:] for w in words[: words.index(BAR)] if w.startswith("inst_")]
-    assert list(parts) == header == sorted(set(header))  # the ensemble, ascending, once each
+    assert list(parts) == header == sorted(set(header))  # the ensemble, in score order (VOCAB: by key), once each
     named = [w[5:] for w in prompt[: prompt.index(BAR)] if w.startswith("inst_")] if BAR in prompt else []
     if named:  # a prompt's ensemble is exactly who may play
         assert header == named
@@ -173,10 +173,10 @@ def test_built_midi_with_drums_repeated_notes_and_meter_changes_is_allowed(tmp_p
 
 @pytest.mark.parametrize(("view", "words", "broken"), [
     ("score", "<bos> inst_alto bar pos_0 inst_bass vel_1 C4 dur_1", "header named"),
-    ("score", "<bos> inst_alto inst_bass bar pos_0 inst_bass vel_1 C4 dur_1 inst_alto C4 dur_1", "ascending"),
-    ("score", "<bos> inst_bass inst_alto bar", "ascending"),
+    ("score", "<bos> inst_alto inst_bass bar pos_0 inst_bass vel_1 C4 dur_1 inst_alto C4 dur_1", "score order"),
+    ("score", "<bos> inst_bass inst_alto bar", "score order"),
     ("score", "<bos> inst_alto bar pos_0 vel_1 C4 dur_1", "cannot follow pos"),
-    ("score", "<bos> inst_alto bar pos_0 inst_alto vel_1 C4 dur_1 inst_alto", "ascending"),
+    ("score", "<bos> inst_alto bar pos_0 inst_alto vel_1 C4 dur_1 inst_alto", "score order"),
     ("score", "bar pos_0", "cannot follow start"),
     ("tracks", "<bos> inst_alto inst_bass bar", "cannot follow inst"),
     ("tracks", "bar pos_0 vel_1 E4 dur_1 C4 dur_1", "do not fall"),

@@ -81,8 +81,12 @@ def test_score_rows_decode_to_every_note_in_its_part(chorale_sessions_dir, band_
             want = expected_parts(dm, row)
             assert row["bars_dropped"] == 0  # these pieces open with sound
             assert parts == want, row["piece"]
-            assert row["instruments"] == sorted(want) and words[: row["header"]] == [BOS] + [f"inst_{k}" for k in sorted(want)]
+            in_score_order = [k for k in dm.vocab.instruments if k in want]
+            assert row["instruments"] == sorted(want) and words[: row["header"]] == [BOS] + [f"inst_{k}" for k in in_score_order]
             assert words[-1] == EOS and row["notes"] == sum(len(g) for g in want.values())
+        # the score stands top-down: the highest part first, drums last
+        assert dm.vocab.instruments == (("soprano", "alto", "tenor", "bass") if session == "chorales"
+                                        else ("acoustic_grand_piano", "electric_bass_finger", "drums"))
     merged = next(r for r in dm.rows if r["piece"] == "band00.mid")
     assert len(merged["tracks"]) == 4 and merged["instruments"] == ["acoustic_grand_piano", "drums", "electric_bass_finger"]
 
@@ -162,7 +166,7 @@ def test_several_sessions_each_put_their_style_after_bos_and_one_session_none(
     assert parts == expected_parts(score, row)
     alone = load(both, "chorales")
     assert alone.styles == {} and alone.vocab.styles == () and alone.session_info()["styles"] == []
-    assert all(row_ids(alone, r)[1] == alone.vocab.inst_id("alto") for r in alone.rows)
+    assert all(row_ids(alone, r)[1] == alone.vocab.inst_id("soprano") for r in alone.rows)
 
 
 # -- windows and transposition ----------------------------------------------------------------

@@ -206,7 +206,7 @@ def test_unknown_instrument_nan_loss_and_vocabulary_mismatch_are_one_line(
     line = one_error_line(capsys, lambda: run(tmp_path / "c", chorale_sessions_dir, "data.instruments=[soprano]",
                                               f"ckpt_path={last}", "trainer.max_steps=8"))
     assert line.startswith(f"error: checkpoint {last} has a different vocabulary")
-    assert "instruments: alto, bass, soprano, tenor" in line
+    assert "instruments: soprano, alto, tenor, bass" in line
 
 
 # -- multirun and wandb -------------------------------------------------------------------

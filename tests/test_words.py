@@ -96,25 +96,26 @@ def test_unrepresentable_time_signatures_are_counted():
 
 
 def test_vocabulary_is_closed_form_and_stable():
-    a = Vocabulary(EncodingConfig(), ("viola", "cello"))
+    a = Vocabulary(EncodingConfig(), ("viola", "cello", "viola"))
     b = Vocabulary.from_dict(a.to_dict())
     assert a == b and a.words == b.words
-    assert a.instruments == ("cello", "viola")
+    assert a.instruments == ("viola", "cello")  # the score order given, once each
+    assert a.inst_id("viola") < a.inst_id("cello")
     assert Vocabulary(EncodingConfig(resolution=4)) != Vocabulary(EncodingConfig())
     base = Vocabulary(EncodingConfig())
     assert a.words[: len(base)] == base.words  # instruments only append
     assert len(base) == 355  # docs/words.md quotes this
-    with pytest.raises(KeyError, match="knows: cello, viola"):
+    with pytest.raises(KeyError, match="knows: viola, cello"):
         a.inst_id("tuba")
 
 
 def test_styles_follow_the_instruments_and_old_dicts_still_load():
-    v = Vocabulary(EncodingConfig(), ("viola", "cello"), ("nottingham", "bach_chorales"))
+    v = Vocabulary(EncodingConfig(), ("cello", "viola"), ("nottingham", "bach_chorales"))
     assert v.words[-4:] == ["inst_cello", "inst_viola", "style_bach_chorales", "style_nottingham"]
     assert Vocabulary.from_dict(v.to_dict()) == v
-    old = Vocabulary(EncodingConfig(), ("viola", "cello"))
+    old = Vocabulary(EncodingConfig(), ("cello", "viola"))  # a checkpoint's, from before styles
     assert old.to_dict() == {"config": EncodingConfig().to_dict(), "instruments": ["cello", "viola"]}
-    assert Vocabulary.from_dict({"config": {}, "instruments": ["viola", "cello"]}) == old
+    assert Vocabulary.from_dict({"config": {}, "instruments": ["cello", "viola"]}) == old
     assert v.words[: len(old)] == old.words  # styles only append
     assert v.decode_ids(v.header_ids(["viola", "cello"], "nottingham")) == [
         "<bos>", "style_nottingham", "inst_cello", "inst_viola",

@@ -26,6 +26,7 @@ from deeporb.data.split import (
     SPLITS,
     check_fractions,
     note_file_refs,
+    score_order,
     session_instruments,
     split_of,
 )
@@ -187,9 +188,12 @@ class SessionDataModule(pl.LightningDataModule):
                     f"unknown instrument(s) {', '.join(unknown)} in session(s) {', '.join(self.names)}; "
                     f"available: {', '.join(available)}"
                 )
-        keys = self.instruments_filter or available
-        if not keys:
+        if not (self.instruments_filter or available):
             raise UserError(f"session(s) {', '.join(self.names)} hold no note files; re-run encode.py")
+        keys, unplaced = score_order(self.instruments_filter or available, manifests.values())
+        if unplaced and len(keys) > 1:
+            print(f"note: session(s) {', '.join(self.names)} were encoded before the manifest kept each part's mean "
+                  f"pitch, so {', '.join(unplaced)} keep key order in the score; re-encode to write the parts top-down")
         self.styles = session_styles(manifests) if len(self.names) > 1 else {}
         self.vocab = Vocabulary(first, tuple(keys), tuple(self.styles.values()), self.repeat_bars, self.fill_share > 0)
         self.pad_id = self.vocab.index[PAD]

@@ -64,6 +64,30 @@ def session_instruments(session_dir: Path) -> list[str]:
     return sorted({p.parent.name for p in scan_note_files(session_dir)})
 
 
+def score_order(keys: Iterable[str], manifests: Iterable[dict]) -> tuple[list[str], list[str]]:
+    """``keys`` top-down, as a printed score stands: the highest-sounding part first (by mean
+    pitch over the sessions' manifests), drums last, ties by key; and the keys no manifest
+    gives a mean pitch for (sessions encoded before it was recorded), which keep key order
+    after the others. The score view writes the parts at each onset in this order, so a
+    melody comes before the parts that accompany it and they hear it at their own onset (a
+    kept soprano, given first, is heard by the alto, tenor and bass the model writes)."""
+    pitch_sum: dict[str, float] = {}
+    notes: dict[str, int] = {}
+    drums: set[str] = set()
+    for manifest in manifests:
+        for key, inst in manifest.get("instruments", {}).items():
+            if inst.get("is_drum"):
+                drums.add(key)
+            if inst.get("mean_pitch") is not None and inst.get("notes"):
+                pitch_sum[key] = pitch_sum.get(key, 0.0) + inst["mean_pitch"] * inst["notes"]
+                notes[key] = notes.get(key, 0) + inst["notes"]
+    keys = sorted(set(keys))
+    unknown = [k for k in keys if k not in notes and k not in drums]
+    known = [k for k in keys if k in notes and k not in drums]
+    ordered = sorted(known, key=lambda k: (-pitch_sum[k] / notes[k], k)) + unknown + [k for k in keys if k in drums]
+    return ordered, unknown
+
+
 def note_file_refs(session_dir: Path, instruments: Iterable[str] | None = None) -> list[NoteFileRef]:
     """Every note file with its piece id; the manifest names known files, others are read."""
     session_dir = Path(session_dir)

@@ -134,7 +134,7 @@ CONDITIONS = {
     "in_bar": Condition("pos", "<", "bar_len", "a position stays inside the bar"),
     "chord_rises": Condition("pitch", ">=", "last_pitch", "pitches of one part at one onset do not fall"),
     "new_velocity": Condition("vel", "!=", "vel", "a velocity word changes the velocity"),
-    "part_rises": Condition("inst", ">", "part", "parts come in ascending key order, each once per onset"),
+    "part_rises": Condition("inst", ">", "part", "parts come in score order (the vocabulary's: top-down), each once per onset"),
     "in_ensemble": Condition("inst", "in", "ensemble", "a part in the body is one the header named (in a fill: one the fill named)",
                              unless="header"),
     "repeats_a_bar": Condition("rep", "<", "meter_bars", "the bar K back exists, in the same meter (so of the same length)"),

@@ -3,11 +3,13 @@ knowing what every part has played.
 
     <bos> [style_S] inst_A inst_B ...  bar [ts_N/D] pos_K inst_A [vel_V] P dur_D ... inst_B ... pos_K ... <eos>
 
-The header names the ensemble: every part once, keys ascending (silent parts too). In the
+The header names the ensemble: every part once, in score order (silent parts too). In the
 body, every ``pos_K`` is followed by the parts that play there, each named once by an
 ``inst_`` word in the header's order, each with its notes (pitches non-decreasing). The
-order is by key so that it is fixed, independent of the file, and each part's notes stay
-together; ``vel_`` is written where the velocity bin changes from the previous note of the
+score order is the vocabulary's (:class:`~deeporb.encoding.words.Vocabulary`), fixed and
+independent of the file, so each part's notes stay together; it stands top-down, so a melody
+comes before its accompaniment at each onset and the parts below hear it (measured in
+docs/benchmarks.md, "Fills: the designs measured"); ``vel_`` is written where the velocity bin changes from the previous note of the
 stream. The rules are :mod:`deeporb.encoding.grammar`'s (view ``score``), and the view is
 lossless on the grid: ``decode_score(encode_score(parts)) == parts`` (tests/test_score_words.py).
 """
@@ -43,8 +45,8 @@ def encode_score(
 ) -> np.ndarray:
     """A piece's parts -> the score view's ids: ``<bos> [style_S] inst_A inst_B ... body <eos>``.
 
-    The header names every part once, ascending (silent parts too); inside one onset the
-    parts follow in that order. Tracks of one key must be merged first (:func:`quantize_parts`
+    The header names every part once, in score order (silent parts too); inside one onset
+    the parts follow in that order. Tracks of one key must be merged first (:func:`quantize_parts`
     does). Inverse: :func:`decode_score`.
     """
     keys = sorted(parts)

@@ -151,7 +151,14 @@ class EncodingConfig:
 
 @dataclass
 class Vocabulary:
-    """Word <-> id mapping, closed-form from the config plus sorted instrument and style keys.
+    """Word <-> id mapping, closed-form from the config, the instrument keys in score order and
+    the sorted style keys.
+
+    ``instruments`` is the score order: the score view writes the parts at each onset in it
+    (and the header names them in it), so a part hears the parts before it at its own onset.
+    The data module gives it top-down (:func:`deeporb.data.split.score_order`: the highest part
+    first, a melody before its accompaniment); the order given is kept (older checkpoints
+    hold theirs, sorted by key).
 
     The words come in blocks, one per kind of :data:`deeporb.encoding.grammar.KINDS`, in that
     order: specials, ``bar``, ``ts_``, ``pos_``, ``vel_``, pitches, ``dur_``, ``inst_``, ``style_``,
@@ -175,7 +182,7 @@ class Vocabulary:
 
     def __post_init__(self) -> None:
         c = self.config
-        self.instruments = tuple(sorted(set(self.instruments)))
+        self.instruments = tuple(dict.fromkeys(self.instruments))  # the score order, as given
         self.styles = tuple(sorted(set(self.styles)))
         self.repeat_bars = int(self.repeat_bars)
         self.fills = bool(self.fills)
@@ -252,7 +259,7 @@ class Vocabulary:
         return self.index[word]
 
     def header_ids(self, instruments, style: str | None = None) -> np.ndarray:
-        """``<bos> [style_S] inst_A inst_B ...``: a sequence's header (instruments ascending, once)."""
+        """``<bos> [style_S] inst_A inst_B ...``: a sequence's header (instruments once each, in score order)."""
         ids = [self.index[BOS]] + ([self.style_id(style)] if style is not None else [])
         ids += sorted({self.inst_id(k) for k in instruments})
         return np.asarray(ids, dtype=np.int64)

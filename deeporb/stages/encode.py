@@ -195,7 +195,8 @@ def encode_file(source: str, root: Path, config: EncodingConfig, key_mode: str, 
         return result
     for rec in records:
         rel = write_note_file(staging, rec)
-        result.tracks.append(TrackEntry(rel, rec["instrument"], rec["program"], rec["is_drum"], len(rec["notes"]["pitch"])))
+        result.tracks.append(TrackEntry(rel, rec["instrument"], rec["program"], rec["is_drum"], len(rec["notes"]["pitch"]),
+                                        int(sum(rec["notes"]["pitch"]))))
     first = records[0]
     result.qpm = first["tempos"][0][1] if first["tempos"] else None
     result.meters = [f"{n}/{d}" for _, n, d in first["meter"]]
