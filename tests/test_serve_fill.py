@@ -18,7 +18,7 @@ from midi_factory import make_midi
 from test_serve import KEYS, call, held, midi_of, multipart, piece_tracks, running, wait_for
 
 from deeporb.encoding.words import EncodingConfig, Vocabulary
-from deeporb.generation.compose import Fill
+from deeporb.generation.compose import MAX_FILL_CANDIDATES, Fill
 from deeporb.instruments import program_key
 from deeporb.midi import read_midi
 from deeporb.model import LSTMGenerator
@@ -277,8 +277,16 @@ def test_the_page_regenerates_a_selection_of_bars_and_parts_and_undoes_it(server
         assert page.text_content("#selection") == "bars 2–3 of acoustic_grand_piano, drums"
         assert page.eval_on_selector_all("#ruler span.on", "xs => xs.map(x => x.textContent)") == ["2", "3"]
         page.fill("#seed", "8")
+        assert page.get_attribute("#candidates", "max") == str(MAX_FILL_CANDIDATES)  # the service's limit
+        page.fill("#candidates", "3")  # the kept bass is heard: 3 fills, one drawn by how well it fits
+        page.evaluate("""() => {  // the form's fields as the page appends them (a blob body is not readable later)
+          window.sent = [];
+          const append = FormData.prototype.append;
+          FormData.prototype.append = function (k, v, ...rest) { window.sent.push([k, String(v)]); return append.call(this, k, v, ...rest); };
+        }""")
         page.click("#refill")
         page.wait_for_function(STATUS, arg="piece 1: regenerated bars 2–3")
+        assert ["fill.candidates", "3"] in page.evaluate("window.sent")
         page.wait_for_function(MEDIA_SETTLED)
         new = page.get_attribute("#download", "href")
         assert new != old and page.locator("#pieces li").count() == 1
