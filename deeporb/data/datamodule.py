@@ -371,7 +371,7 @@ class SessionDataModule(pl.LightningDataModule):
             encoding=self.vocab.config,
             pieces=self.pieces_per_split(),
             view=self.view,
-            styles=tuple(self.vocab.styles),
+            styles=tuple(self.styles[n] for n in self.names) if self.styles else (),  # each session's, in order
             style_time_signatures={k: dict(c.most_common()) for k, c in sorted(style_meters.items())},
             **({"qpm_median": float(np.median(qpms))} if qpms else {}),
         ).to_dict()

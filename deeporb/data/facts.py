@@ -72,7 +72,8 @@ class SessionFacts:
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
     pieces: dict[str, int] = field(default_factory=dict)  # split -> pieces
     view: View = View.TRACKS  # how training read the sessions (older checkpoints: tracks)
-    styles: tuple[str, ...] = ()  # style keys of the vocabulary: one per session when several, else none
+    styles: tuple[str, ...] = ()  # each session's style key, in the order of ``names``, when several; else none
+    #   (checkpoints before 2026-12-05 hold them sorted: the vocabulary's order)
     style_time_signatures: dict[str, dict[str, int]] = field(default_factory=dict)  # style -> "N/D" -> pieces
 
     def data_settings(self) -> dict:

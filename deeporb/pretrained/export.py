@@ -20,6 +20,7 @@ model's, float16 weights included.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -38,10 +39,12 @@ from deeporb.checkpoints import (
     read_checkpoint,
     resolve_checkpoint,
 )
+from deeporb.data.datamodule import session_styles
 from deeporb.data.facts import SessionFacts, plain_data
 from deeporb.errors import UserError
 from deeporb.evaluation.compare import compare_samples, overlap_summary
 from deeporb.fileio import atomic_write_bytes, atomic_write_text
+from deeporb.session_store import load_manifest
 from deeporb.stages.sample import RenderConfig, SampleConfig, sample
 
 FORMAT = "deeporb-pretrained-1"
@@ -108,11 +111,16 @@ def held_out_bits(metrics: dict, source: Path, log=print) -> tuple[float, str]:
 
 
 def sets_to_compare(session: SessionFacts) -> list[tuple[str | None, SessionFacts]]:
-    """(style, the facts of its session alone) per style of a model of several; else (None, all)."""
+    """(style, the facts of its session alone) per style of a model of several; else (None, all).
+    Each session's style is read from its manifest where it is on disk (it must be, to compare):
+    older checkpoints hold their styles sorted, not in their sessions' order."""
     if len(session.names) > 1 and len(session.styles) == len(session.names):
-        return [(style, replace(session, names=(name,),
-                                time_signatures=session.style_time_signatures.get(style, session.time_signatures)))
-                for name, style in zip(session.names, session.styles, strict=True)]
+        styles = dict(zip(session.names, session.styles, strict=True))
+        with contextlib.suppress(UserError):
+            styles = session_styles({n: load_manifest(Path(session.sessions_dir) / n) for n in session.names})
+        return [(styles[name], replace(session, names=(name,), time_signatures=session.style_time_signatures.get(
+                    styles[name], session.time_signatures)))
+                for name in session.names]
     return [(None, session)]
 
 
