@@ -384,6 +384,18 @@ def test_parts_stand_top_down_by_the_mean_pitch_the_manifest_records(chorale_ses
     assert "re-encode to write the parts top-down" in capsys.readouterr().out
 
 
+def test_a_checkpoint_trained_before_parts_stood_top_down_reads_its_data_in_its_own_order(chorale_sessions_dir):
+    """A checkpoint's facts name its parts in its vocabulary's order: the data rebuilt for it
+    (evaluate.py, compare=true, fill scores) keeps that order, so its ids mean what they meant."""
+    from deeporb.data.facts import SessionFacts
+    from deeporb.evaluation.likelihood import datamodule_for
+
+    for order in (("alto", "bass", "soprano", "tenor"), ("soprano", "alto", "tenor", "bass")):
+        facts = SessionFacts(names=("chorales",), sessions_dir=str(chorale_sessions_dir), val_fraction=0.2,
+                             test_fraction=0.2, instrument_keys=order, repeat_bars=16)
+        assert datamodule_for(facts, seq_len=32).vocab.instruments == order
+
+
 def test_two_sessions_share_one_vocabulary_and_report_their_facts(chorale_sessions_dir, drum_sessions_dir, tmp_path):
     both = tmp_path / "both"
     shutil.copytree(chorale_sessions_dir / "chorales", both / "chorales")

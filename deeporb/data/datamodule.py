@@ -49,6 +49,10 @@ class SessionDataModule(pl.LightningDataModule):
         view: ``"score"`` (a sequence per piece, all its parts in one stream) or ``"tracks"``
             (a sequence per track, the original approach); see :mod:`deeporb.data.cache`.
         instruments: instrument keys to keep (None: all).
+        score_order: the parts' order in the vocabulary, so in the score (a checkpoint's:
+            :meth:`~deeporb.data.facts.SessionFacts.data_settings` gives it, and a checkpoint
+            trained before parts stood top-down keeps its key order). None: top-down by the
+            sessions' mean pitches (:func:`deeporb.data.split.score_order`).
         seq_len: words per training sequence (inputs; the batch holds ``seq_len + 1``).
         stride: words between training windows before each start moves back to a bar line
             (None: ``seq_len // 2``).
@@ -77,6 +81,7 @@ class SessionDataModule(pl.LightningDataModule):
         sessions_dir: str = "data/sessions",
         view: View | str = View.SCORE,
         instruments: Sequence[str] | None = None,
+        score_order: Sequence[str] | None = None,
         seq_len: int = 256,
         stride: int | None = None,
         batch_size: int = 32,
@@ -100,6 +105,7 @@ class SessionDataModule(pl.LightningDataModule):
             raise UserError(f"data.view={view!r} is not a view; use one of: {', '.join(VIEWS)}")
         self.view = View(view)
         self.instruments_filter = sorted(set(instruments)) if instruments else None
+        self.given_order = list(dict.fromkeys(score_order)) if score_order else None
         if seq_len < 2:
             raise UserError(f"data.seq_len must be at least 2, not {seq_len}")
         self.seq_len = int(seq_len)
@@ -191,7 +197,9 @@ class SessionDataModule(pl.LightningDataModule):
         if not (self.instruments_filter or available):
             raise UserError(f"session(s) {', '.join(self.names)} hold no note files; re-run encode.py")
         keys, unplaced = score_order(self.instruments_filter or available, manifests.values())
-        if unplaced and len(keys) > 1:
+        if self.given_order is not None:  # a checkpoint's order: its parts first, as it has them
+            keys = [k for k in self.given_order if k in keys] + [k for k in keys if k not in self.given_order]
+        elif unplaced and len(keys) > 1:
             print(f"note: session(s) {', '.join(self.names)} were encoded before the manifest kept each part's mean "
                   f"pitch, so {', '.join(unplaced)} keep key order in the score; re-encode to write the parts top-down")
         self.styles = session_styles(manifests) if len(self.names) > 1 else {}

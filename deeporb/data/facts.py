@@ -82,6 +82,7 @@ class SessionFacts:
         (None where an older checkpoint does not say). The one way from facts back to data."""
         return {"session": list(self.names) or None, "sessions_dir": self.sessions_dir, "view": self.view,
                 "instruments": None if self.instruments_filter is None else list(self.instruments_filter),
+                "score_order": list(self.instrument_keys) or None,
                 "seq_len": self.seq_len, "repeat_bars": self.repeat_bars, "fill_share": self.fill_share,
                 "val_fraction": self.val_fraction, "test_fraction": self.test_fraction}
 
