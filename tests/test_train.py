@@ -120,6 +120,21 @@ def test_resume_continues_the_step_count_and_the_optimizer(short_run, chorale_se
     assert int(adam["step"]) == 10  # AdamW's moments carried on from step 6
 
 
+def test_a_checkpoint_with_its_parts_in_key_order_resumes_and_evaluates_in_that_order(chorale_sessions_dir, tmp_path):
+    """Checkpoints trained before parts stood top-down hold them by key: resuming one, and
+    evaluating it, reads the data in its order (the sessions now say top-down)."""
+    keyed = ["alto", "bass", "soprano", "tenor"]
+    run(tmp_path / "a", chorale_sessions_dir, "data.score_order=[alto,bass,soprano,tenor]", "trainer.max_steps=2",
+        "trainer.val_check_interval=2", "test=false")
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["hyper_parameters"]["vocab"]["instruments"] == keyed
+    run(tmp_path / "b", chorale_sessions_dir, f"ckpt_path={last}", "trainer.max_steps=4", "trainer.val_check_interval=2",
+        "test=false")
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["global_step"] == 4
+    run(tmp_path / "c", chorale_sessions_dir, f"ckpt_path={last}", "train=false", "test=true")
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["test"]["test/loss"] < 10
+
+
 def test_train_false_evaluates_a_checkpoint_on_its_own_test_split(short_run, tmp_path):
     first, _ = short_run
     trained = json.loads((first / "metrics.json").read_text())
