@@ -16,7 +16,7 @@ from midi_factory import make_midi
 
 from deeporb.data.cache import build_cache
 from deeporb.data.datamodule import SessionDataModule
-from deeporb.data.split import SPLITS, score_order, split_of, split_pieces
+from deeporb.data.split import SPLITS, parts_top_down, split_of, split_pieces
 from deeporb.data.windows import WindowDataset, shift_pitches, tile_starts, training_starts
 from deeporb.encoding.words import BOS, EOS, PAD, Vocabulary
 from deeporb.errors import UserError
@@ -370,10 +370,10 @@ def test_parts_stand_top_down_by_the_mean_pitch_the_manifest_records(chorale_ses
         pitches.setdefault(path.parent.name, []).extend(json.loads(path.read_text())["notes"]["pitch"])
     for key, inst in manifest["instruments"].items():  # what encode.py recorded is the notes' mean
         assert inst["mean_pitch"] == pytest.approx(np.mean(pitches[key]), abs=0.01)
-    assert score_order(["bass", "kit", "alto"], [manifest, {"instruments": {"kit": {"is_drum": True, "notes": 9,
+    assert parts_top_down(["bass", "kit", "alto"], [manifest, {"instruments": {"kit": {"is_drum": True, "notes": 9,
                                                                                      "mean_pitch": 90.0}}}]) == (
         ["alto", "bass", "kit"], [])
-    assert score_order(["tuba", "alto"], [manifest]) == (["alto", "tuba"], ["tuba"])  # no mean pitch: after the rest
+    assert parts_top_down(["tuba", "alto"], [manifest]) == (["alto", "tuba"], ["tuba"])  # no mean pitch: after the rest
 
     for inst in manifest["instruments"].values():
         del inst["mean_pitch"]

@@ -26,7 +26,7 @@ from deeporb.data.split import (
     SPLITS,
     check_fractions,
     note_file_refs,
-    score_order,
+    parts_top_down,
     session_instruments,
     split_of,
 )
@@ -52,7 +52,7 @@ class SessionDataModule(pl.LightningDataModule):
         score_order: the parts' order in the vocabulary, so in the score (a checkpoint's:
             :meth:`~deeporb.data.facts.SessionFacts.data_settings` gives it, and a checkpoint
             trained before parts stood top-down keeps its key order). None: top-down by the
-            sessions' mean pitches (:func:`deeporb.data.split.score_order`).
+            sessions' mean pitches (:func:`deeporb.data.split.parts_top_down`).
         seq_len: words per training sequence (inputs; the batch holds ``seq_len + 1``).
         stride: words between training windows before each start moves back to a bar line
             (None: ``seq_len // 2``).
@@ -196,7 +196,7 @@ class SessionDataModule(pl.LightningDataModule):
                 )
         if not (self.instruments_filter or available):
             raise UserError(f"session(s) {', '.join(self.names)} hold no note files; re-run encode.py")
-        keys, unplaced = score_order(self.instruments_filter or available, manifests.values())
+        keys, unplaced = parts_top_down(self.instruments_filter or available, manifests.values())
         if self.given_order is not None:  # a checkpoint's order: its parts first, as it has them
             keys = [k for k in self.given_order if k in keys] + [k for k in keys if k not in self.given_order]
         elif unplaced and len(keys) > 1:

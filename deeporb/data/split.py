@@ -64,7 +64,7 @@ def session_instruments(session_dir: Path) -> list[str]:
     return sorted({p.parent.name for p in scan_note_files(session_dir)})
 
 
-def score_order(keys: Iterable[str], manifests: Iterable[dict]) -> tuple[list[str], list[str]]:
+def parts_top_down(keys: Iterable[str], manifests: Iterable[dict]) -> tuple[list[str], list[str]]:
     """``keys`` top-down, as a printed score stands: the highest-sounding part first (by mean
     pitch over the sessions' manifests), drums last, ties by key; and the keys no manifest
     gives a mean pitch for (sessions encoded before it was recorded), which keep key order

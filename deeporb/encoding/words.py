@@ -156,7 +156,7 @@ class Vocabulary:
 
     ``instruments`` is the score order: the score view writes the parts at each onset in it
     (and the header names them in it), so a part hears the parts before it at its own onset.
-    The data module gives it top-down (:func:`deeporb.data.split.score_order`: the highest part
+    The data module gives it top-down (:func:`deeporb.data.split.parts_top_down`: the highest part
     first, a melody before its accompaniment); the order given is kept (older checkpoints
     hold theirs, sorted by key).
 
