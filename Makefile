@@ -51,8 +51,10 @@ CORPORA_styles := bach_chorales nottingham beethoven_quartets
 
 pretrained: $(addprefix pretrained-,$(PRETRAINED))
 
+# each corpus encoded afresh (seconds): a session encoded before the manifest kept mean pitches
+# would train its parts in key order
 pretrained-%: setup
-	for corpus in $(CORPORA_$*); do [ -d data/sessions/$$corpus ] || $(PY) encode.py dataset=$$corpus || exit 1; done
+	for corpus in $(CORPORA_$*); do $(PY) encode.py dataset=$$corpus progress=false || exit 1; done
 	rm -rf outputs/pretrained/$*
 	$(PY) train.py experiment=pretrained_$* hydra.run.dir=outputs/pretrained/$*
 	$(PY) -m deeporb.pretrained export outputs/pretrained/$* $*
