@@ -43,6 +43,7 @@ from deeporb.data.datamodule import session_styles
 from deeporb.data.facts import SessionFacts, plain_data
 from deeporb.errors import UserError
 from deeporb.evaluation.compare import compare_samples, overlap_summary
+from deeporb.evaluation.likelihood import sessions_dir_of
 from deeporb.fileio import atomic_write_bytes, atomic_write_text
 from deeporb.session_store import load_manifest
 from deeporb.stages.sample import RenderConfig, SampleConfig, sample
@@ -117,7 +118,7 @@ def sets_to_compare(session: SessionFacts) -> list[tuple[str | None, SessionFact
     if len(session.names) > 1 and len(session.styles) == len(session.names):
         styles = dict(zip(session.names, session.styles, strict=True))
         with contextlib.suppress(UserError):
-            styles = session_styles({n: load_manifest(Path(session.sessions_dir) / n) for n in session.names})
+            styles = session_styles({n: load_manifest(sessions_dir_of(session) / n) for n in session.names})
         return [(styles[name], replace(session, names=(name,), time_signatures=session.style_time_signatures.get(
                     styles[name], session.time_signatures)))
                 for name in session.names]

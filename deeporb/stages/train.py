@@ -254,8 +254,8 @@ def train(cfg: DictConfig) -> float | None:
         raise UserError("train=false needs ckpt_path=PATH to the checkpoint to evaluate")
 
     data_cfg = data_config_from_checkpoint(cfg, facts(hparams)) if (hparams and not cfg.train) else cfg.data
-    if hparams and cfg.train and not data_cfg.get("score_order"):  # resuming: the checkpoint's part order
-        data_cfg = OmegaConf.merge(data_cfg, {"score_order": list(Vocabulary.from_dict(hparams["vocab"]).instruments)})
+    if hparams and not data_cfg.get("score_order"):  # resuming too: the checkpoint's part order
+        data_cfg = OmegaConf.merge(data_cfg, {"score_order": facts(hparams).data_settings()["score_order"]})
     datamodule = instantiate(data_cfg, _convert_="all")
     datamodule.prepare_data()
     vocab = datamodule.vocab
