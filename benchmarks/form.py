@@ -1,6 +1,7 @@
 """Form (issue 19): today's model (every bar written out) beside the model with repeated bars as
 words (``data.repeat_bars=16``), with windows of 256 and of 1,024 words, the state carried, and
-look-back attention, at the same training steps, on the chorales and Nottingham.
+look-back attention, and a piece's last bar marked ``final``, at the same training steps, on the
+chorales and Nottingham.
 
     python benchmarks/form.py [--steps 800] [--corpora bach_chorales nottingham] [--samples 16]
         [--variants today repeats repeats_1024] [--seed 0] [--reuse-runs] [--no-write] [--threads 1] [--parallel 2]
@@ -55,13 +56,16 @@ from deeporb.evaluation.likelihood import (  # noqa: E402
 )
 from deeporb.generation.compose import Settings, compose  # noqa: E402
 
+UNMARKED = "data.final_bar=false"  # the variants from before the word `final` keep their vocabulary
 VARIANTS = {  # name -> its train.py overrides; every variant trains on 4,096 words a step
-    "today": ("data.repeat_bars=0",),  # every bar written out: the model before repeated bars
-    "repeats": ("data.repeat_bars=16",),
-    "repeats_1024": ("data.repeat_bars=16", "data.seq_len=1024", "data.batch_size=4"),  # whole pieces in a window
-    "carry": ("data.repeat_bars=16", "data.carry_state=true", "data.fill_share=0"),  # pieces in order, the state carried (16 lanes)
+    "today": ("data.repeat_bars=0", UNMARKED),  # every bar written out: the model before repeated bars
+    "repeats": ("data.repeat_bars=16", UNMARKED),
+    "repeats_1024": ("data.repeat_bars=16", "data.seq_len=1024", "data.batch_size=4", UNMARKED),  # whole pieces in a window
+    "carry": ("data.repeat_bars=16", "data.carry_state=true", "data.fill_share=0", UNMARKED),  # pieces in order, the state carried (16 lanes)
     "attention_1024": ("data.repeat_bars=16", "data.seq_len=1024", "data.batch_size=4",
-                       "model.attention_heads=4"),  # as repeats_1024, with look-back attention over the window
+                       "model.attention_heads=4", UNMARKED),  # as repeats_1024, with look-back attention over the window
+    "final_1024": ("data.repeat_bars=16", "data.seq_len=1024", "data.batch_size=4",
+                   "data.final_bar=true"),  # as repeats_1024, a piece's last bar marked `final` (the default now)
 }
 DEMO_NETWORK = ("model=lstm_small", "model.embed_dim=192", "model.hidden_size=192",
                 "data.seq_len=256", "data.batch_size=16", "model.scheduler.warmup_steps=30")
@@ -144,7 +148,9 @@ def markdown(results: dict, steps: int, samples: int) -> str:
         "same in windows of 1,024 words (4 a step), which hold most pieces whole, `carry` the same read in order "
         "in 16 lanes of 256 words with the LSTM state carried from step to step (`data.carry_state=true`), "
         "`attention_1024` as `repeats_1024` with look-back attention over the window (`model.attention_heads=4`, "
-        "`--variants attention_1024`; its steps cost more, see its training seconds). "
+        "`--variants attention_1024`; its steps cost more, see its training seconds), `final_1024` as `repeats_1024` "
+        "with each piece's last bar opened by the word `final` (`data.final_bar=true`, the default now; the others "
+        "train with `data.final_bar=false`, as before the word). "
         "Whole pieces: the model ends them "
         "(`min_bars=4`, `bars` twice the longest held-out piece); long pieces: exactly 64 bars. Goals (issue 19): "
         "repetition within ±30% of the corpus, key consistency of bars 49–64 within 0.05 of the held-out pieces, "

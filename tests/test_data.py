@@ -279,7 +279,7 @@ def test_cache_is_memory_mapped_and_reused(chorale_sessions_dir):
 def test_cache_is_rebuilt_when_a_note_file_changes(chorale_sessions_dir, tmp_path):
     shutil.copytree(chorale_sessions_dir, tmp_path / "s")
     session_dir = tmp_path / "s" / "chorales"
-    before = chorales(tmp_path / "s", repeat_bars=0)  # rows are then the note files' words
+    before = chorales(tmp_path / "s", repeat_bars=0, final_bar=False)  # rows are then the note files' words
     soprano = sorted((session_dir / "soprano").glob("*.json"))[0]
     row = next(t for t in before.rows if t["file"] == f"soprano/{soprano.name}")
     tokens = np.load(before.tokens_paths[0])
@@ -289,7 +289,7 @@ def test_cache_is_rebuilt_when_a_note_file_changes(chorale_sessions_dir, tmp_pat
     soprano.write_text(json.dumps(record))
     os.utime(soprano, ns=(soprano.stat().st_atime_ns, soprano.stat().st_mtime_ns + 10**9))
 
-    after = chorales(tmp_path / "s", repeat_bars=0)
+    after = chorales(tmp_path / "s", repeat_bars=0, final_bar=False)
     assert after.tokens_paths != before.tokens_paths
     new_row = next(t for t in after.rows if t["file"] == row["file"])
     assert new_row["length"] == row["length"] - 2

@@ -65,7 +65,8 @@ def run(tmp_path_factory, sessions_dir) -> dict:
     metrics = run_train(
         out, sessions_dir, "data=default", "data.session=chorales", "data.view=tracks", f"data.val_fraction={VAL}",
         f"data.test_fraction={TEST}", "data.seq_len=48", "data.batch_size=8", "data.transpose=0",
-        "data.repeat_bars=0",  # rows are the note files' words, which split_counts counts (folded: test_repeats)
+        "data.repeat_bars=0", "data.final_bar=false",  # rows are the note files' words, which split_counts
+        # counts (folded: test_repeats; a marked last bar: test_endings)
         "model.embed_dim=16", "model.hidden_size=32", "model.num_layers=1", "trainer.max_epochs=2",
     )
     assert Path(metrics["best_checkpoint"]).is_file()
@@ -124,7 +125,8 @@ def test_checkpoints_with_other_windows_share_the_tracks_table(run, sessions_dir
     """A seed-like run (windows of 16 words): one table with whole tracks, two with windows."""
     short = run_train(
         tmp_path, sessions_dir, "data=default", "data.session=chorales", f"data.val_fraction={VAL}",
-        f"data.test_fraction={TEST}", "data.seq_len=16", "data.repeat_bars=0", "data.fill_share=0", "data.batch_size=8", "model.embed_dim=8",
+        f"data.test_fraction={TEST}", "data.seq_len=16", "data.repeat_bars=0", "data.final_bar=false", "data.fill_share=0",
+        "data.batch_size=8", "model.embed_dim=8",
         "model.hidden_size=16", "model.num_layers=1", "trainer.max_epochs=1",
     )
     ckpts = [("long", run["best_checkpoint"]), ("short", short["best_checkpoint"])]

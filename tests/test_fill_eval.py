@@ -25,7 +25,7 @@ from deeporb.evaluation.ngram import NGramLM
 from deeporb.model import LSTMGenerator
 
 VOICES = ("soprano", "alto", "tenor", "bass")  # top-down, as the data module orders them
-VOCAB = Vocabulary(EncodingConfig(), VOICES, (), 16, True)
+VOCAB = Vocabulary(EncodingConfig(), VOICES, (), 16, True, True)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_pieces_read_back_into_their_rows_and_every_piece_has_its_gaps(dm, piece
 
 
 def test_a_plain_row_is_shared_out_among_the_parts_and_holds_each_gap_note_once(pieces):
-    shared_kinds = {KINDS.index(k) for k in ("bos", "eos", "inst", "bar", "ts", "pos")}
+    shared_kinds = {KINDS.index(k) for k in ("bos", "eos", "inst", "bar", "ts", "final", "pos")}
     for piece in pieces:
         row = encode_score(piece.parts, piece.meter, VOCAB, piece.style)
         counts = note_counts(row, VOCAB)

@@ -46,7 +46,7 @@ from deeporb.stages.encode import encode_session
 from deeporb.stages.sample import RenderConfig, SampleConfig, sample
 
 VOICES = ("soprano", "alto", "tenor", "bass")  # top-down, as the data module orders them
-FILLS = Vocabulary(SMALL, ("alto", "bass", "drums", "soprano"), ("bach",), repeat_bars=2, fills=True)
+FILLS = Vocabulary(SMALL, ("alto", "bass", "drums", "soprano"), ("bach",), repeat_bars=2, fills=True, final_bar=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -57,13 +57,13 @@ def scalar_walk(vocab: Vocabulary, seed: int, most: int = 400) -> list[str]:
     """Words drawn at random through the scalar reader alone (Walk.refusal), holes and fills
     included: a kind first (``bar`` and ``<eos>`` seldom), then a word of it."""
     rng = np.random.default_rng(seed)
-    walk = Walk("score", len(vocab.instruments), vocab.config.bar_steps(4, 4))
+    walk = Walk("score", len(vocab.instruments), vocab.config.bar_steps(4, 4), vocab.final_bar)
     words = []
     for _ in range(most):
         allowed = [t for t in range(len(vocab)) if walk.refusal(*kind_value(vocab, t)) is None
                    and KINDS[vocab.kinds[t]] not in ("pad", "unk")]
         kinds = sorted({int(vocab.kinds[t]) for t in allowed})
-        weights = np.array([{"bar": 0.3, "eos": 0.05, "hole": 2.0, "fill": 0.5}.get(KINDS[k], 1.0) for k in kinds])
+        weights = np.array([{"bar": 0.3, "eos": 0.05, "hole": 2.0, "fill": 0.5, "final": 0.1}.get(KINDS[k], 1.0) for k in kinds])
         kind = kinds[rng.choice(len(kinds), p=weights / weights.sum())]
         token = int(rng.choice([t for t in allowed if vocab.kinds[t] == kind]))
         words.append(vocab.words[token])
@@ -85,7 +85,7 @@ def test_random_walks_through_fill_sequences_decode_and_each_fill_bar_lands_in_i
     if FILL in words:
         assert holes and words[words.index(FILL) + 1 :].count(BAR) == len(holes)  # one bar per hole
     # the masks agree with the scalar reader word by word on the same walk
-    g, walk = Grammar(FILLS, view="score"), Walk("score", len(FILLS.instruments), SMALL.bar_steps(4, 4))
+    g, walk = Grammar(FILLS, view="score"), Walk("score", len(FILLS.instruments), SMALL.bar_steps(4, 4), True)
     s = g.fresh(1, SMALL.bar_steps(4, 4))
     for i, w in enumerate(words[:-1]):
         t = FILLS.index[w]

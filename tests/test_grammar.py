@@ -18,13 +18,15 @@ from deeporb.encoding.score import decode_score, encode_score, quantize_parts
 from deeporb.encoding.words import (
     BAR,
     EOS,
+    FINAL,
     PAD,
     DecodeError,
     EncodingConfig,
     Meter,
     Vocabulary,
     decode_words,
-    encode,
+    encode_ids,
+    quantize,
 )
 from deeporb.generation.masks import Grammar
 from deeporb.instruments import instrument_key
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = EncodingConfig(resolution=4, max_bar_quarters=4, velocity_bins=4, exact_duration_quarters=2,
                        max_duration_quarters=4)
 INSTRUMENTS = ("alto", "bass", "drums", "soprano")
-VOCAB = Vocabulary(SMALL, INSTRUMENTS, ("bach",), repeat_bars=2)  # rep_1, rep_2: walks repeat bars too
+VOCAB = Vocabulary(SMALL, INSTRUMENTS, ("bach",), repeat_bars=2, final_bar=True)  # rep_1, rep_2, final: walks use them too
 
 
 def kind_value(vocab: Vocabulary, token: int) -> tuple[str, int]:
@@ -53,8 +55,12 @@ def sampler_may(vocab: Vocabulary, walk: Walk, state, target: int, limit: int) -
     allowed -= set(range(*vocab.blocks["ts"]))  # the meter comes from the prompt
     if int(state.bars) < target:
         allowed.discard(vocab.index[EOS])
-    if int(state.bar_words) >= limit and vocab.index[BAR] in allowed:
+    closes = vocab.index[BAR] in allowed or (int(state.may_open) < 1 and vocab.index[EOS] in allowed)  # a final bar
+    if int(state.bar_words) >= limit and closes:
         allowed &= {vocab.index[BAR], vocab.index[EOS]}
+    final = vocab.index.get(FINAL)
+    if final in allowed:  # `final` from bar min_target (= target) on, and bar target is final
+        allowed = {final} if int(state.bars) >= target else allowed - {final}
     return allowed
 
 
@@ -64,7 +70,7 @@ def random_walk(vocab, view, prompt: list[str], target: int, limit: int, seed: i
     and the sampler's policy allow, from the same state."""
     rng = np.random.default_rng(seed)
     g = Grammar(vocab, max_bar_words=limit, view=view)
-    walk = Walk(view, len(vocab.instruments), SMALL.bar_steps(4, 4))
+    walk = Walk(view, len(vocab.instruments), SMALL.bar_steps(4, 4), vocab.final_bar)
     ids = [int(i) for i in vocab.ids(prompt)]
     s = g.state_after(ids, SMALL.bar_steps(4, 4))
     for t in ids:
@@ -122,11 +128,10 @@ def tracks_and_scores(path: Path, vocab: Vocabulary, key_mode: str):
     piece = read_midi(path)
     keys = [instrument_key(key_mode, t.program, t.is_drum, t.name) for t in piece.tracks]
     seqs = []
-    for key, track in zip(keys, piece.tracks, strict=True):
-        words, _ = encode(track.notes, piece.time_signatures, vocab)
-        body = vocab.ids(words) if words else np.zeros(0, dtype=np.int64)
-        seqs.append(("tracks", np.concatenate([vocab.header_ids([key]), body, [vocab.index[EOS]]])))
     meter = Meter.from_changes(piece.time_signatures, vocab.config)
+    for key, track in zip(keys, piece.tracks, strict=True):
+        body = encode_ids(quantize(track.notes, vocab.config), meter, vocab, final=True)
+        seqs.append(("tracks", np.concatenate([vocab.header_ids([key]), body, [vocab.index[EOS]]])))
     parts = quantize_parts(((k, t.notes) for k, t in zip(keys, piece.tracks, strict=True)), vocab.config)
     seqs.append(("score", encode_score(parts, meter, vocab)))
     return seqs
@@ -135,7 +140,7 @@ def tracks_and_scores(path: Path, vocab: Vocabulary, key_mode: str):
 def assert_allowed_word_by_word(vocab: Vocabulary, view: str, ids: np.ndarray) -> None:
     """The Walk accepts every word; the masks allow every word but ``ts`` (policy: prompts)."""
     g = Grammar(vocab, view=view)
-    walk = Walk(view, len(vocab.instruments), vocab.config.bar_steps(4, 4))
+    walk = Walk(view, len(vocab.instruments), vocab.config.bar_steps(4, 4), vocab.final_bar)
     s = g.fresh(1, vocab.config.bar_steps(4, 4))
     for i, t in enumerate(ids.tolist()):
         kind, value = kind_value(vocab, t)
@@ -148,7 +153,7 @@ def assert_allowed_word_by_word(vocab: Vocabulary, view: str, ids: np.ndarray) -
 
 
 def test_real_chorales_are_allowed_word_by_word_in_both_views(chorale_midi_dir):
-    vocab = Vocabulary(EncodingConfig(), ("alto", "bass", "soprano", "tenor"), repeat_bars=16)
+    vocab = Vocabulary(EncodingConfig(), ("alto", "bass", "soprano", "tenor"), repeat_bars=16, final_bar=True)
     files = sorted(chorale_midi_dir.glob("*.mid"))[:3]
     for path in files:
         for view, ids in tracks_and_scores(path, vocab, "name"):
@@ -166,7 +171,8 @@ def test_built_midi_with_drums_repeated_notes_and_meter_changes_is_allowed(tmp_p
         {"name": "kit", "program": 0, "is_drum": True, "notes": drums},
         {"name": "bass", "program": 32, "notes": scale(pitches=(36, 36, 43))},
     ], time_signatures=[(0, 4, 4), (480 * 8, 3, 4)])
-    vocab = Vocabulary(EncodingConfig(), ("acoustic_bass", "acoustic_grand_piano", "drums"), repeat_bars=16)
+    vocab = Vocabulary(EncodingConfig(), ("acoustic_bass", "acoustic_grand_piano", "drums"), repeat_bars=16,
+                       final_bar=True)
     for view, ids in tracks_and_scores(path, vocab, "program"):
         assert_allowed_word_by_word(vocab, view, ids)
 
@@ -182,7 +188,12 @@ def test_built_midi_with_drums_repeated_notes_and_meter_changes_is_allowed(tmp_p
     ("tracks", "bar pos_0 vel_1 E4 dur_1 C4 dur_1", "do not fall"),
     ("tracks", "bar pos_0 vel_1 C4 dur_1 vel_1 C4 dur_1", "changes the velocity"),
     ("tracks", "bar pos_0 C4 dur_1", "vel_"),
-    ("tracks", "bar pos_0 vel_1 C4 dur_1 <eos> junk", None),  # reading stops at <eos>
+    ("tracks", "bar final pos_0 vel_1 C4 dur_1 <eos> junk", None),  # reading stops at <eos>
+    ("tracks", "bar pos_0 vel_1 C4 dur_1 <eos>", "only after its final bar"),
+    ("tracks", "bar pos_0 vel_1 C4 dur_1", "only after its final bar"),  # words that stop must stop there too
+    ("tracks", "bar final pos_0 vel_1 C4 dur_1 bar", "no bar follows"),
+    ("tracks", "bar ts_3/4 final final", "cannot follow final"),
+    ("score", "<bos> inst_alto bar ts_3/4 final <eos>", None),  # an empty last bar keeps its rest
     ("tracks", "bar pos_0 vel_1 <eos>", "cannot follow vel"),
     ("tracks", "bar pos_0 vel_1", "may not end here"),
     ("tracks", "bar rep_1", "bar K back exists"),  # no bar before the first
@@ -190,7 +201,7 @@ def test_built_midi_with_drums_repeated_notes_and_meter_changes_is_allowed(tmp_p
     ("tracks", "bar ts_3/4 pos_0 vel_1 C4 dur_1 bar ts_2/4 rep_1", "same meter"),
     ("tracks", "bar pos_0 vel_1 C4 dur_1 bar rep_1 pos_0", "cannot follow rep"),
     ("tracks", "bar pos_0 vel_1 C4 dur_1 bar rep_1 bar pos_0 C4 dur_1", "vel_"),  # velocity unknown after a repeat
-    ("score", "<bos> inst_alto bar pos_0 inst_alto vel_1 C4 dur_1 bar rep_1 bar rep_2 <eos>", None),
+    ("score", "<bos> inst_alto bar pos_0 inst_alto vel_1 C4 dur_1 bar rep_1 bar final rep_2 <eos>", None),
 ])
 def test_strict_decoding_names_the_broken_rule(view, words, broken):
     decode = decode_score if view == "score" else decode_words

@@ -74,13 +74,14 @@ def track_rows(refs: Iterable[NoteFileRef], vocab: Vocabulary, style: str | None
     """Tracks view: one row per note file, ``<bos> [style_S] inst_KEY body <eos>``, with its facts.
 
     The body is the note file's words; where the piece's first bars were silent in every part,
-    or repeated bars are folded (``vocab.repeat_bars``), it is the note columns re-encoded
-    from the first sounding bar (as the score view does)."""
+    or repeated bars are folded (``vocab.repeat_bars``) or the last bar is marked
+    (``vocab.final_bar``), it is the note columns re-encoded from the first sounding bar (as the
+    score view does)."""
     eos = vocab.index[EOS]
     for piece in pieces(refs, vocab.config):
         for track in piece.tracks:
-            if piece.steps or vocab.repeat_bars:
-                body = encode_ids(track.grid, piece.meter, vocab)
+            if piece.steps or vocab.repeat_bars or vocab.final_bar:
+                body = encode_ids(track.grid, piece.meter, vocab, final=True)
             else:
                 body = vocab.ids(track.record["words"])
             header = vocab.header_ids([track.ref.instrument], style)

@@ -67,6 +67,10 @@ class SessionDataModule(pl.LightningDataModule):
             a random gap, its contents written last (:mod:`deeporb.data.fill_examples`), so the
             checkpoint can also fill bars and parts (``sample.py fill.parts=... fill.bars=...``).
             0: plain windows only, and no fill words in the vocabulary.
+        final_bar: a whole piece's last bar opens with the word ``final`` (``bar [ts] final``), so
+            the network knows it is writing the bar that ends the piece and learns how pieces end;
+            sampling then ends a piece after the bar the model (or ``bars``) makes final. False:
+            no such word, the vocabulary of older checkpoints.
         val_fraction, test_fraction: split fractions, by piece (see :func:`split_of`).
         encode: how to build a missing session: a ``functools.partial`` of the encode stage
             (:func:`deeporb.stages.encode.encode_session`) with its input, e.g. ``dataset=
@@ -89,6 +93,7 @@ class SessionDataModule(pl.LightningDataModule):
         repeat_bars: int = 16,
         carry_state: bool = False,
         fill_share: float = 0.25,
+        final_bar: bool = True,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         num_workers: int = 0,
@@ -125,6 +130,7 @@ class SessionDataModule(pl.LightningDataModule):
         if self.fill_share and self.carry_state:
             raise UserError("data.carry_state=true reads whole pieces in order, with no fill examples; "
                             "set data.fill_share=0 with it (or data.carry_state=false)")
+        self.final_bar = bool(final_bar)
         check_fractions(val_fraction, test_fraction)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
@@ -203,7 +209,8 @@ class SessionDataModule(pl.LightningDataModule):
             print(f"note: session(s) {', '.join(self.names)} were encoded before the manifest kept each part's mean "
                   f"pitch, so {', '.join(unplaced)} keep key order in the score; re-encode to write the parts top-down")
         self.styles = session_styles(manifests) if len(self.names) > 1 else {}
-        self.vocab = Vocabulary(first, tuple(keys), tuple(self.styles.values()), self.repeat_bars, self.fill_share > 0)
+        self.vocab = Vocabulary(first, tuple(keys), tuple(self.styles.values()), self.repeat_bars, self.fill_share > 0,
+                                self.final_bar)
         self.pad_id = self.vocab.index[PAD]
 
         # the token cache's rows (a track or a piece each); "array" says which session's cache
@@ -372,6 +379,7 @@ class SessionDataModule(pl.LightningDataModule):
             seq_len=self.seq_len,
             repeat_bars=self.repeat_bars,
             fill_share=self.fill_share,
+            final_bar=self.final_bar,
             time_signatures=dict(meters.most_common()),
             instruments={k: instruments[k] for k in sorted(instruments)},
             instrument_keys=tuple(self.vocab.instruments),

@@ -64,6 +64,7 @@ class SessionFacts:
     seq_len: int | None = None
     repeat_bars: int = 0  # data.repeat_bars: how far back a rep_K word may point (older checkpoints: none)
     fill_share: float = 0.0  # data.fill_share: the training items that were fill examples (0: the model cannot fill)
+    final_bar: bool = False  # data.final_bar: a piece's last bar says `final` (older checkpoints: no such word)
     qpm_median: float = 120.0  # tempo of a sample without primer or tempo=
     time_signatures: dict[str, int] = field(default_factory=lambda: {"4/4": 1})  # "N/D" -> pieces
     instruments: dict[str, dict] = field(default_factory=dict)  # key -> {program, is_drum, tracks, notes}
@@ -84,7 +85,7 @@ class SessionFacts:
                 "instruments": None if self.instruments_filter is None else list(self.instruments_filter),
                 "score_order": list(self.instrument_keys) or None,
                 "seq_len": self.seq_len, "repeat_bars": self.repeat_bars, "fill_share": self.fill_share,
-                "val_fraction": self.val_fraction, "test_fraction": self.test_fraction}
+                "final_bar": self.final_bar, "val_fraction": self.val_fraction, "test_fraction": self.test_fraction}
 
     def to_dict(self) -> dict:
         """Plain lists and dicts, as the checkpoint's ``hparams.session`` stores them (numpy
@@ -133,6 +134,7 @@ class SessionFacts:
         if vocab is not None:  # the vocabulary is what the weights were trained on
             kw["repeat_bars"] = vocab.repeat_bars
             kw["fill_share"] = float(kw.get("fill_share") or 0.0) if vocab.fills else 0.0
+            kw["final_bar"] = vocab.final_bar
         return cls(**kw)
 
     def require_split(self, what: str = "checkpoint") -> SessionFacts:

@@ -9,7 +9,7 @@ bars taken out and written after what follows them:
 
 * A **hole** bar (``bar [ts] hole``) holds nothing: its notes come later.
 * The piece goes on :data:`LOOKAHEAD` bars past the last hole (what the fill is written
-  towards), then ``fill`` names the parts of the piece (a header of its own, in score order) and
+  towards; where that reaches the piece's last bar, it says ``final`` as in a plain row), then ``fill`` names the parts of the piece (a header of its own, in score order) and
   writes one whole bar per hole, in order, each as long as its hole, every part in score order.
   A bar of the gap equal to one up to ``repeat_bars`` back in the piece (before the gap, or
   earlier in it) is ``bar rep_K``, as in a plain row.
@@ -139,7 +139,8 @@ def encode_fill(
     bar = np.searchsorted(lines, grid.onset, side="right") - 1
     filled = np.isin(bar, gap.bars)
     kept, kept_part = take(grid, part, ~filled & (bar <= last + lookahead))
-    body = encode_ids(kept, meter, vocab, kept_part, holes=gap.bars, min_bars=last + 1)
+    ends = len(grid) == 0 or int(bar.max()) <= last + lookahead  # the piece's last bar is in: it says `final`
+    body = encode_ids(kept, meter, vocab, kept_part, holes=gap.bars, min_bars=last + 1, final=ends)
     notes, inst = take(grid, part, filled)
     rank = np.searchsorted(gap.bars, bar[filled])  # the hole each note is in
     notes = GridNotes(rank * bar_len + notes.onset - lines[bar[filled]], notes.duration, notes.pitch,

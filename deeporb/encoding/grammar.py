@@ -47,7 +47,8 @@ class View(enum.StrEnum):
 
 
 VIEWS = tuple(View)
-KINDS = ("pad", "bos", "eos", "unk", "bar", "ts", "pos", "vel", "pitch", "dur", "inst", "style", "rep", "hole", "fill")
+KINDS = ("pad", "bos", "eos", "unk", "bar", "ts", "pos", "vel", "pitch", "dur", "inst", "style", "rep", "hole", "fill",
+         "final")
 START = "start"  # the kind of "no word yet"
 PREV_KINDS = (*KINDS, START)  # what the previous word's kind may be; START is last
 
@@ -99,14 +100,16 @@ RULES = (
     Rule(("bar", "eos"), (START,), "a bare body (a note file's words) starts at a bar", views=("tracks",)),
     Rule(("bar",), ("inst",), "the header ends at the first bar (the fill's header at its first bar)", when=("header",)),
     Rule(("eos",), ("inst",), "an empty piece ends after its header", when=("header", "settled")),
-    Rule(("bar",), ("bar", "ts", "dur", "rep", "hole"), "a bar may end after its header or any note; empty bars keep rests",
-         when=("unfilled",)),
+    Rule(("bar",), ("bar", "ts", "final", "dur", "rep", "hole"),
+         "a bar may end after its header or any note; empty bars keep rests", when=("unfilled",)),
     Rule(("bar",), ("bar", "dur", "rep"), "the fill holds one bar for each hole, in order", when=("owing",)),
-    Rule(("eos",), ("bar", "ts", "dur", "rep", "hole"), "a piece ends after any bar, once every hole is filled",
+    Rule(("eos",), ("bar", "ts", "final", "dur", "rep", "hole"), "a piece ends after any bar, once every hole is filled",
          when=("settled",)),
     Rule(("ts",), ("bar",), "a time signature stands right after `bar` (a fill's bars take their holes' length)",
          when=("unfilled",)),
-    Rule(("pos",), ("bar", "ts", "dur"), "an onset opens after the bar header or a note"),
+    Rule(("final",), ("bar", "ts"), "a whole piece's last bar says so after its `bar` [`ts`]: the piece ends there",
+         when=("unfilled",)),
+    Rule(("pos",), ("bar", "ts", "final", "dur"), "an onset opens after the bar header or a note"),
     Rule(("inst",), ("pos", "dur"), "after an onset, each part playing there is named", views=("score",)),
     Rule(("vel",), ("pos",), "a velocity change comes before a note", views=("tracks",)),
     Rule(("vel",), ("inst",), "a velocity change comes before a note", when=("body",), views=("score",)),
@@ -116,15 +119,15 @@ RULES = (
     Rule(("pitch",), ("inst",), "a note of the named part", when=("body", "velocity_known"), views=("score",)),
     Rule(("pitch",), ("dur",), "the chord's next note", when=("velocity_known",)),
     Rule(("dur",), ("pitch",), "a pitch is always followed by its duration"),
-    Rule(("rep",), ("bar", "ts"), "a bar may say it repeats, note for note, the bar K back instead of its notes",
+    Rule(("rep",), ("bar", "ts", "final"), "a bar may say it repeats, note for note, the bar K back instead of its notes",
          when=("unfilled",)),
-    Rule(("hole",), ("bar", "ts"), "a bar may say its notes come later, in the fill (it holds nothing else)",
+    Rule(("hole",), ("bar", "ts", "final"), "a bar may say its notes come later, in the fill (it holds nothing else)",
          when=("unfilled", "settled"), views=("score",)),
-    Rule(("hole",), ("bar",), "the holes are one run of bars, in one meter (so the fill can count its bars back)",
+    Rule(("hole",), ("bar", "final"), "the holes are one run of bars, in one meter (so the fill can count its bars back)",
          when=("unfilled", "after_hole"), views=("score",)),
     Rule(("rep",), ("bar",), "a fill's bar may repeat the piece's bar K back (before the gap, or one the fill wrote)",
          when=("refilling",), views=("score",)),
-    Rule(("fill",), ("bar", "ts", "dur", "rep", "hole"), "after the last bar of a piece with holes, the fill",
+    Rule(("fill",), ("bar", "ts", "final", "dur", "rep", "hole"), "after the last bar of a piece with holes, the fill",
          when=("unfilled", "owing"), views=("score",)),
     Rule(("inst",), ("fill",), "the fill names its parts (a header of its own)", views=("score",)),
 )
@@ -138,6 +141,11 @@ CONDITIONS = {
     "in_ensemble": Condition("inst", "in", "ensemble", "a part in the body is one the header named (in a fill: one the fill named)",
                              unless="header"),
     "repeats_a_bar": Condition("rep", "<", "meter_bars", "the bar K back exists, in the same meter (so of the same length)"),
+    # a vocabulary with `final` (Vocabulary.final_bar) starts with may_end 0: its pieces end only
+    # after their final bar; without the word both fields start at 1 and never change
+    "ends_after_final": Condition("eos", "<", "may_end", "a whole piece ends only after its final bar (`final`)",
+                                  unless="header"),
+    "final_is_last": Condition("bar", "<", "may_open", "no bar follows a piece's final bar"),
 }
 
 # field -> {kind: new value}: a sum of terms, each a field (its old value), "value" (the word's)
@@ -160,6 +168,8 @@ UPDATES = {
     "hole_before": {"bar": ("hole_here",)},  # the bar before was a hole
     "minus_holes": {"hole": ("minus_holes", -1)},  # minus the holes so far
     "gap_meter_bars": {"hole": ("meter_bars", "minus_holes")},  # meter_bars at the first hole
+    "may_end": {"final": 1, "fill": 1},  # <eos> may stand (after the final bar; in a fill once it is settled)
+    "may_open": {"final": 0, "fill": 1},  # a `bar` may stand (not after `final`; a fill's bars may)
 }
 # the one set-valued field: a word of kind ENSEMBLE[0] adds its value to it while the predicate
 # ENSEMBLE[1] holds; a word of kind ENSEMBLE[2] empties it (the fill names its own parts)
@@ -171,13 +181,15 @@ def terms(update) -> tuple:
     return update if isinstance(update, tuple) else (update,)
 
 
-def initial(bar_len: int) -> dict[str, int]:
+def initial(bar_len: int, final_bar: bool = False) -> dict[str, int]:
     """The integer fields before the first word (the ensemble starts empty). ``bar_len`` is the
     meter until a ``ts`` word says otherwise (4/4 for decoding); ``bar_start`` is one bar
-    before 0, so the first ``bar`` is at 0."""
+    before 0, so the first ``bar`` is at 0. ``final_bar``: the vocabulary has the word
+    ``final``, so a piece may end only after its final bar."""
     return {"prev": PREV_KINDS.index(START), "bars": 0, "bar_start": -bar_len, "bar_len": bar_len,
             "pos": -1, "part": -1, "last_pitch": -1, "vel": -1, "meter_bars": 0, "owed": 0, "filling": 0,
-            "hole_len": bar_len, "hole_here": 0, "hole_before": 0, "minus_holes": 0, "gap_meter_bars": 0}
+            "hole_len": bar_len, "hole_here": 0, "hole_before": 0, "minus_holes": 0, "gap_meter_bars": 0,
+            "may_end": int(not final_bar), "may_open": 1}
 
 
 def rules_for(view: str) -> tuple[Rule, ...]:
@@ -269,10 +281,10 @@ class Walk:
     strict decoding reads every word of every file it decodes, so the tables are compiled
     once (:func:`scalar_tables`) and a word costs a few lookups."""
 
-    def __init__(self, view: str, n_instruments: int, bar_len: int) -> None:
+    def __init__(self, view: str, n_instruments: int, bar_len: int, final_bar: bool = False) -> None:
         self.tables = t = scalar_tables(view, tables_now())
         self.follows, self.conditions, self.moves = t.follows, t.conditions, t.moves
-        start = initial(bar_len)
+        start = initial(bar_len, final_bar)
         self.state = [*(start[f] for f in FIELDS), np.zeros(n_instruments, dtype=bool)]
         self.prev = START
 

@@ -41,9 +41,12 @@ def quantize_parts(tracks, config: EncodingConfig) -> dict[str, GridNotes]:
 
 
 def encode_score(
-    parts: dict[str, GridNotes], meter: Meter, vocab: Vocabulary, style: str | None = None
+    parts: dict[str, GridNotes], meter: Meter, vocab: Vocabulary, style: str | None = None, whole: bool = True,
 ) -> np.ndarray:
     """A piece's parts -> the score view's ids: ``<bos> [style_S] inst_A inst_B ... body <eos>``.
+
+    ``whole``: the parts are a whole piece, so its last bar says ``final`` (with
+    ``vocab.final_bar``); a primer, which the sampler continues, is not.
 
     The header names every part once, in score order (silent parts too); inside one onset
     the parts follow in that order. Tracks of one key must be merged first (:func:`quantize_parts`
@@ -53,7 +56,7 @@ def encode_score(
     if not keys:
         raise ValueError("a score needs at least one part")
     notes, part = score_notes(parts, vocab)
-    body = encode_ids(notes, meter, vocab, part=part)
+    body = encode_ids(notes, meter, vocab, part=part, final=whole)
     return np.concatenate([vocab.header_ids(keys, style), body, [vocab.index[EOS]]])
 
 

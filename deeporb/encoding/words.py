@@ -17,6 +17,9 @@ A track becomes a sequence of words (see docs/words.md):
 * ``hole`` and ``fill`` (only in vocabularies with ``fills``, score view): a bar written
   ``bar hole`` holds only the parts that keep playing; after the last bar, ``fill inst_A ...``
   names the missing parts and one bar per hole gives their notes (:mod:`deeporb.encoding.fills`).
+* ``final`` (only in vocabularies with ``final_bar``): ``bar [ts] final`` opens a whole piece's
+  last bar; ``<eos>`` follows that bar. The network writes it where it means to end, then the
+  bar that ends the piece, as the pieces it learned from end.
 
 A training row frames it: ``<bos> [style_S] inst_KEY words <eos>`` (the tracks view; the
 score view, :mod:`deeporb.encoding.score`, merges a piece's parts into one stream). What
@@ -44,7 +47,7 @@ from deeporb.encoding.grammar import KINDS, STATE, Walk
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
 BAR = "bar"
-HOLE, FILL = "hole", "fill"
+HOLE, FILL, FINAL = "hole", "fill", "final"
 MAX_REPEAT_BARS = 64  # the farthest a rep_K word may point back
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 PITCH_WORD = re.compile(r"^([A-G]#?)(-?\d+)$")
@@ -172,6 +175,10 @@ class Vocabulary:
 
     ``fills``: whether the words ``hole`` and ``fill`` exist (training mixed fill examples in,
     ``data.fill_share``); they come last, so older vocabularies keep every id.
+
+    ``final_bar``: whether the word ``final`` exists (``data.final_bar``): a whole piece's last
+    bar is written ``bar [ts] final ...``, so the network knows, while it writes a bar, that the
+    piece ends there, and learns how pieces end. It comes last of all.
     """
 
     config: EncodingConfig = field(default_factory=EncodingConfig)
@@ -179,6 +186,7 @@ class Vocabulary:
     styles: tuple[str, ...] = ()
     repeat_bars: int = 0
     fills: bool = False
+    final_bar: bool = False
 
     def __post_init__(self) -> None:
         c = self.config
@@ -186,6 +194,7 @@ class Vocabulary:
         self.styles = tuple(sorted(set(self.styles)))
         self.repeat_bars = int(self.repeat_bars)
         self.fills = bool(self.fills)
+        self.final_bar = bool(self.final_bar)
         if not 0 <= self.repeat_bars <= MAX_REPEAT_BARS:
             raise ValueError(f"repeat_bars must be from 0 to {MAX_REPEAT_BARS}, not {self.repeat_bars}")
         n_pos = c.max_bar_quarters * c.resolution
@@ -202,6 +211,7 @@ class Vocabulary:
             "rep": ([f"rep_{k}" for k in range(1, self.repeat_bars + 1)], range(1, self.repeat_bars + 1)),
             "hole": ([HOLE] if self.fills else [], [0] if self.fills else []),
             "fill": ([FILL] if self.fills else [], [0] if self.fills else []),
+            "final": ([FINAL] if self.final_bar else [], [0] if self.final_bar else []),
         }
         assert tuple(blocks) == KINDS
         words: list[str] = []
@@ -281,19 +291,21 @@ class Vocabulary:
             d["repeat_bars"] = self.repeat_bars
         if self.fills:
             d["fills"] = True
+        if self.final_bar:
+            d["final_bar"] = True
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Vocabulary:
         return cls(EncodingConfig.from_dict(d["config"]), tuple(d["instruments"]), tuple(d.get("styles", ())),
-                   int(d.get("repeat_bars", 0)), bool(d.get("fills", False)))
+                   int(d.get("repeat_bars", 0)), bool(d.get("fills", False)), bool(d.get("final_bar", False)))
 
 
 def word_kind(word: str) -> str:
     """The kind (one of KINDS) of any well-formed word, in or out of a vocabulary."""
     if word in SPECIALS:
         return KINDS[SPECIALS.index(word)]
-    if word in (BAR, HOLE, FILL):
+    if word in (BAR, HOLE, FILL, FINAL):
         return word
     prefix = word.split("_", 1)[0]
     if prefix in ("ts", "pos", "vel", "dur", "inst", "style", "rep"):
@@ -431,7 +443,7 @@ def quantize(notes: dict, config: EncodingConfig) -> GridNotes:
 
 def encode_ids(
     grid: GridNotes, meter: Meter, vocab: Vocabulary, part: np.ndarray | None = None,
-    holes=(), min_bars: int = 0, fill: bool = False, repeats: np.ndarray | None = None,
+    holes=(), min_bars: int = 0, fill: bool = False, repeats: np.ndarray | None = None, final: bool = False,
 ) -> np.ndarray:
     """Grid notes -> body word ids (no header, no ``<eos>``). Vectorised: no per-note loop.
 
@@ -447,6 +459,9 @@ def encode_ids(
     ones too); ``fill`` writes a fill's bars: no ``ts_`` words, and ``rep_K`` only where
     ``repeats`` (per bar: K, or 0) says (a fill's bar repeating a bar of the piece, which the
     fill's own bars cannot show).
+
+    ``final`` (with ``vocab.final_bar``): the words are a whole piece, so its last bar is
+    written ``bar [ts] final ...``.
     """
     config = vocab.config
     n = len(grid)
@@ -476,7 +491,10 @@ def encode_ids(
         part = None if part is None else part[kept]
         n = len(grid)
     rep_flag = (back > 0).astype(np.int64)
-    header_len = 1 + ts_flag + rep_flag + hole_flag
+    final_flag = np.zeros(nbars, dtype=np.int64)
+    if final and vocab.final_bar and nbars:
+        final_flag[-1] = 1
+    header_len = 1 + ts_flag + final_flag + rep_flag + hole_flag
 
     first_in_bar = np.ones(n, dtype=bool)
     first_in_bar[1:] = bar[1:] != bar[:-1]
@@ -507,11 +525,14 @@ def encode_ids(
     ts_bars = np.flatnonzero(ts_flag)
     sig_ids = np.array([vocab.ts_ids[s] for s in meter.signatures], dtype=np.int64)
     out[bar_start[ts_bars] + 1] = sig_ids[which[ts_bars]]
+    if final_flag.any():
+        out[bar_start[-1] + 1 + ts_flag[-1]] = vocab.index[FINAL]
+    after_header = bar_start + 1 + ts_flag + final_flag  # where a bar's rep_K or hole stands
     rep_bars = np.flatnonzero(rep_flag)
-    out[bar_start[rep_bars] + 1 + ts_flag[rep_bars]] = vocab.rep_ids[0] + back[rep_bars] - 1
+    out[after_header[rep_bars]] = vocab.rep_ids[0] + back[rep_bars] - 1
     hole_bars = np.flatnonzero(hole_flag)
     if len(hole_bars):
-        out[bar_start[hole_bars] + 1 + ts_flag[hole_bars]] = vocab.index[HOLE]
+        out[after_header[hole_bars]] = vocab.index[HOLE]
     cursor = note_start.copy()
     out[cursor[pos_flag]] = vocab.pos0 + pos[pos_flag]
     cursor += pos_flag
@@ -573,7 +594,8 @@ def note_counts(ids: np.ndarray, vocab: Vocabulary) -> np.ndarray:
 
 
 def encode(notes: dict, time_signatures, vocab: Vocabulary) -> tuple[str, Meter]:
-    """Note columns + (time, N, D) changes -> (space-separated words, meter used)."""
+    """Note columns + (time, N, D) changes -> (space-separated words, meter used): a note
+    file's body (no ``final``: the session's vocabulary has none)."""
     meter = Meter.from_changes(list(time_signatures), vocab.config)
     ids = encode_ids(quantize(notes, vocab.config), meter, vocab)
     words = np.asarray(vocab.words, dtype=object)[ids]
@@ -603,7 +625,7 @@ def read_words(
     config = vocab.config
     if isinstance(words, str):
         words = words.split()
-    walk = Walk(view, len(vocab.instruments), config.bar_steps(4, 4))
+    walk = Walk(view, len(vocab.instruments), config.bar_steps(4, 4), vocab.final_bar)
     s, refusal, step = walk.state, walk.refusal, walk.step
     notes = []  # (onset, duration, pitch, velocity bin, part)
     bar_notes, bar_starts = [], []  # per bar so far: its first note's index in notes, its start step

@@ -22,7 +22,7 @@ How each row scores a gap's notes:
   (:func:`plain_weights`): for ``bars4`` every word of those bars, from each bar's ``bar`` word
   to the word before the next ``bar``; for a part, its ``inst_``, ``vel_``, pitch and ``dur_``
   words plus the ``pos_`` words of onsets where only that part plays. Words the parts share
-  (``bar``, ``ts_``, a ``pos_`` several parts play at) belong to no part, and a ``rep_K`` word
+  (``bar``, ``ts_``, ``final``, a ``pos_`` several parts play at) belong to no part, and a ``rep_K`` word
   (a repeated bar, all parts at once) counts for a part by its share of the bar's notes.
 
 Every row divides by the same number: the notes in the gap, counted from the piece's parts.
@@ -163,7 +163,7 @@ def plain_weights(ids: np.ndarray, vocab: Vocabulary, gap: Gap) -> np.ndarray:
             weights[i] = float(whole_bars and bar in in_gap)
         elif kind == _KIND["eos"] or bar < 0:
             continue
-        elif kind == _KIND["ts"]:
+        elif kind in (_KIND["ts"], _KIND["final"]):  # a bar's header: every part's
             weights[i] = float(whole_bars and bar in in_gap)
         elif kind == _KIND["pos"]:
             pos_at = i

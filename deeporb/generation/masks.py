@@ -38,7 +38,7 @@ from deeporb.encoding.grammar import (
     rules_for,
     terms,
 )
-from deeporb.encoding.words import BAR, EOS, PAD, Vocabulary
+from deeporb.encoding.words import BAR, EOS, FINAL, PAD, Vocabulary
 
 MAX_BAR_WORDS = 512  # words one generated bar may hold before only `bar` is allowed
 COLUMNS = (*FIELDS, "bar_words")  # the grammar's integer fields, then the sampler's words in this bar
@@ -65,10 +65,11 @@ class GrammarState:
         raise AttributeError(name)
 
     @classmethod
-    def fresh(cls, batch: int, bar_len: int, instruments: int, device="cpu") -> GrammarState:
+    def fresh(cls, batch: int, bar_len: int, instruments: int, device="cpu", final_bar: bool = False) -> GrammarState:
         """Rows before their first word; ``bar_len`` is the meter until a ``ts`` word;
-        ``instruments`` is the vocabulary's number of instruments (:meth:`Grammar.fresh` knows it)."""
-        start = {**initial(bar_len), "bar_words": 0}
+        ``instruments`` is the vocabulary's number of instruments and ``final_bar`` whether it
+        has the word ``final`` (:meth:`Grammar.fresh` knows both)."""
+        start = {**initial(bar_len, final_bar), "bar_words": 0}
         values = torch.tensor([[start[c] for c in COLUMNS]] * batch, dtype=torch.long, device=device)
         ensemble = torch.zeros(batch, instruments, dtype=torch.bool, device=device)
         return cls(values, ensemble, ensemble.clone(), torch.zeros(batch, dtype=torch.bool, device=device))
@@ -112,7 +113,10 @@ class Grammar:
 
     Policy on top of the grammar: a row stops at the ``bar`` that would open bar ``target + 1``,
     or at an ``<eos>``, which is refused before bar ``min_target`` (by default ``target``: a
-    sample is then never shorter than asked). A bar holding ``max_bar_words`` words may only
+    sample is then never shorter than asked). With the word ``final`` (``vocab.final_bar``) a
+    piece ends after the bar it opens: the model may write it from bar ``min_target`` on, and
+    bar ``target``, the last asked for, is opened with it (the model is told, not left to be
+    cut off mid-phrase). A bar holding ``max_bar_words`` words may only
     be closed, which bounds the number of steps. ``ts``, ``hole`` and ``fill`` words only come
     from prompts (:func:`deeporb.encoding.fills.fill_prompt`: the loop then writes the fill's bars). In the
     score view only the parts of the header's ensemble may play (``GrammarState.ensemble``,
@@ -133,6 +137,7 @@ class Grammar:
     ) -> None:
         self.vocab, self.view, self.max_bar_words, self.device = vocab, view, max_bar_words, device
         self.bar_id, self.eos_id, self.pad_id = vocab.index[BAR], vocab.index[EOS], vocab.index[PAD]
+        self.final_id = vocab.index.get(FINAL)
         self.col = {c: i for i, c in enumerate(COLUMNS)}
         kinds, values = torch.as_tensor(vocab.kinds), torch.as_tensor(vocab.values)
 
@@ -228,7 +233,7 @@ class Grammar:
         return *per_word, [(dst, src, torch.from_numpy(by_kind[kinds])) for (dst, src), by_kind in carried.items()]
 
     def fresh(self, batch: int, bar_len: int) -> GrammarState:
-        return GrammarState.fresh(batch, bar_len, len(self.vocab.instruments), self.device)
+        return GrammarState.fresh(batch, bar_len, len(self.vocab.instruments), self.device, self.vocab.final_bar)
 
     def flags(self, s: GrammarState, min_target: int) -> torch.Tensor:
         """(B, flags) bool: which predicates and policy flags hold for each row."""
@@ -246,10 +251,23 @@ class Grammar:
         allowed = self.follows.index_select(0, row)  # the kinds RULES let follow, then each condition:
         for check in self.checks:
             check.restrict(allowed, s, flags)
+        if self.final_id is not None:
+            self._final_bar(s, allowed, target, flags)
         if owing is not None:
             self._place_required_parts(s, allowed, *owing)
         allowed[:, self.pad_id] = s.done  # policy: finished rows wait on <pad>
         return allowed
+
+    def _final_bar(self, s: GrammarState, allowed: torch.Tensor, target: int, flags: torch.Tensor) -> None:
+        """Policy: ``final`` from bar ``min_target`` on (``may_stop``), and bar ``target`` is final
+        (``target`` 0: no bar is asked for, as while reading a header)."""
+        allowed[:, self.final_id] &= flags[:, self.flag_names.index("may_stop")]
+        if target < 1:
+            return
+        last = allowed[:, self.final_id] & (s.values[:, self.col["bars"]] >= target)
+        if bool(last.any()):
+            allowed[last] = False
+            allowed[last, self.final_id] = True
 
     def _owing(self, s: GrammarState, flags: torch.Tensor, target: int):
         """Rows with a part still to play (may not end) and those of them in their last bar
@@ -258,7 +276,7 @@ class Grammar:
         pending = s.required.any(1) & (bars >= 1)
         if not bool(pending.any()):
             return None
-        owing = pending & (bars >= target)
+        owing = pending & ((bars >= target) | (s.values[:, self.col["may_open"]] < 1))  # in the last bar
         full = owing & ~flags[:, self.room]
         flags[:, self.room] |= owing
         return pending, owing, full

@@ -153,7 +153,7 @@ def score_prompt(
     grids = dict(primer.parts) if primer else {}
     empty = GridNotes.concat([])
     grids.update({k: empty for k in parts if k not in grids})
-    ids = encode_score(grids, meter, vocab, style)[:-1].tolist()  # header + primer bars, no <eos>
+    ids = encode_score(grids, meter, vocab, style, whole=False)[:-1].tolist()  # header + primer bars, no <eos>
     written = ids.count(vocab.index[BAR])
     ids += vocab.ids([w for h in headers[written:nbars + 1] for w in h]).tolist()
     return ids
