@@ -56,7 +56,7 @@ from deeporb.evaluation.likelihood import (  # noqa: E402
 )
 from deeporb.generation.compose import Settings, compose  # noqa: E402
 
-UNMARKED = "data.final_bar=false"  # the variants from before the word `final` keep their vocabulary
+UNMARKED = "data.final_bar=false"  # the default, said so that each variant names its vocabulary
 VARIANTS = {  # name -> its train.py overrides; every variant trains on 4,096 words a step
     "today": ("data.repeat_bars=0", UNMARKED),  # every bar written out: the model before repeated bars
     "repeats": ("data.repeat_bars=16", UNMARKED),
@@ -65,7 +65,7 @@ VARIANTS = {  # name -> its train.py overrides; every variant trains on 4,096 wo
     "attention_1024": ("data.repeat_bars=16", "data.seq_len=1024", "data.batch_size=4",
                        "model.attention_heads=4", UNMARKED),  # as repeats_1024, with look-back attention over the window
     "final_1024": ("data.repeat_bars=16", "data.seq_len=1024", "data.batch_size=4",
-                   "data.final_bar=true"),  # as repeats_1024, a piece's last bar marked `final` (the default now)
+                   "data.final_bar=true"),  # as repeats_1024, a piece's last bar marked `final`
 }
 DEMO_NETWORK = ("model=lstm_small", "model.embed_dim=192", "model.hidden_size=192",
                 "data.seq_len=256", "data.batch_size=16", "model.scheduler.warmup_steps=30")
@@ -149,8 +149,8 @@ def markdown(results: dict, steps: int, samples: int) -> str:
         "in 16 lanes of 256 words with the LSTM state carried from step to step (`data.carry_state=true`), "
         "`attention_1024` as `repeats_1024` with look-back attention over the window (`model.attention_heads=4`, "
         "`--variants attention_1024`; its steps cost more, see its training seconds), `final_1024` as `repeats_1024` "
-        "with each piece's last bar opened by the word `final` (`data.final_bar=true`, the default now; the others "
-        "train with `data.final_bar=false`, as before the word). "
+        "with each piece's last bar opened by the word `final` (`data.final_bar=true`; the others "
+        "train without it, the default). "
         "Whole pieces: the model ends them "
         "(`min_bars=4`, `bars` twice the longest held-out piece); long pieces: exactly 64 bars. Goals (issue 19): "
         "repetition within ±30% of the corpus, key consistency of bars 49–64 within 0.05 of the held-out pieces, "

@@ -3,25 +3,21 @@ a piece really ends, kept by the sampler (bar ``bars`` is final; the model may e
 ``min_bars`` on), and learned: a model trained briefly on pieces of many lengths that all end
 on a held tonic chord ends its samples on it, where it ends them and where ``bars`` does."""
 
-import functools
-
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 from midi_factory import make_midi
+from test_repeats import parts_of
+from trained import train_briefly
 
-from deeporb.data.datamodule import SessionDataModule
 from deeporb.encoding.fills import Gap, encode_fill
-from deeporb.encoding.score import decode_score, encode_score, quantize_parts
+from deeporb.encoding.score import decode_score, encode_score
 from deeporb.encoding.words import BAR, EOS, FINAL, EncodingConfig, Meter, Vocabulary
 from deeporb.evaluation.form import form_piece, piece_form
 from deeporb.generation.compose import Settings, compose
 from deeporb.generation.loop import generate
 from deeporb.generation.prompts import score_prompt
-from deeporb.midi import read_midi
 from deeporb.model import LSTMGenerator
-from deeporb.stages.encode import encode_session
 
 BAR_TICKS = 4 * 480
 KEYS = ("flute", "acoustic_bass")
@@ -50,13 +46,6 @@ def opens_last_bar(words: list[str]) -> bool:
     last = len(words) - 1 - words[::-1].index(BAR)
     at = last + 1 + words[last + 1].startswith("ts_")
     return words.count(FINAL) == 1 and words[at] == FINAL
-
-
-def parts_of(path, vocab):
-    piece = read_midi(path)
-    meter = Meter.from_changes(piece.time_signatures, vocab.config)
-    keys = ["acoustic_bass" if t.program == 32 else "flute" for t in piece.tracks]
-    return quantize_parts(zip(keys, (t.notes for t in piece.tracks), strict=True), vocab.config), meter
 
 
 def test_only_a_whole_piece_marks_its_last_bar_and_the_mark_loses_nothing(tmp_path):
@@ -101,21 +90,11 @@ def test_the_sampler_makes_bar_bars_final_and_lets_the_model_end_from_min_bars(b
 def test_a_model_trained_briefly_ends_its_pieces_as_the_corpus_does(tmp_path):
     """Every training piece ends on a held C chord that no other bar holds: a model that knows
     where it ends writes that bar last, whether it ends the piece or ``bars`` does."""
-    midi = tmp_path / "midi"
     for i in range(48):
-        cadence_piece(midi / f"piece{i:02d}.mid", seed=200 + i)
-    encode_session(midi_dir=str(midi), session="cadences", sessions_dir=str(tmp_path / "sessions"), workers=1)
-    dm = SessionDataModule("cadences", str(tmp_path / "sessions"), seq_len=128, batch_size=16, transpose=0,
-                           fill_share=0.0)
-    dm.prepare_data()
+        cadence_piece(tmp_path / "midi" / f"piece{i:02d}.mid", seed=200 + i)
+    dm, model = train_briefly(tmp_path / "midi", "cadences", steps=300, lr=6e-3, seq_len=128, fill_share=0.0,
+                              final_bar=True)
     assert dm.vocab.final_bar
-    pl.seed_everything(0, verbose=False)
-    model = LSTMGenerator(dm.vocab.to_dict(), embed_dim=32, hidden_size=96, num_layers=1, dropout=0.0,
-                          session=dm.session_info(), optimizer=functools.partial(torch.optim.AdamW, lr=6e-3))
-    trainer = pl.Trainer(max_steps=300, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu", devices=1, limit_val_batches=0)
-    trainer.fit(model, datamodule=dm)
-    model.eval()
 
     def ends_held_c(piece) -> bool:
         last = max(float(t.notes["onset"].max()) for t in piece.tracks)

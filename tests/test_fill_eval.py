@@ -25,7 +25,7 @@ from deeporb.evaluation.ngram import NGramLM
 from deeporb.model import LSTMGenerator
 
 VOICES = ("soprano", "alto", "tenor", "bass")  # top-down, as the data module orders them
-VOCAB = Vocabulary(EncodingConfig(), VOICES, (), 16, True, True)
+VOCAB = Vocabulary(EncodingConfig(), VOICES, (), 16, True)
 
 
 @pytest.fixture(scope="module")

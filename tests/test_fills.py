@@ -10,14 +10,13 @@ import math
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from midi_factory import make_midi
 from test_grammar import SMALL, assert_same_state, kind_value, random_walk
+from trained import small_model, train_briefly
 
-from deeporb.data.datamodule import SessionDataModule
 from deeporb.data.fill_examples import fill_example
 from deeporb.encoding.fills import LOOKAHEAD, Gap, encode_fill
 from deeporb.encoding.grammar import KINDS, View, Walk
@@ -42,7 +41,6 @@ from deeporb.generation.masks import Grammar
 from deeporb.generation.prompts import MAX_PRIMER_BARS, load_primer
 from deeporb.midi import read_midi
 from deeporb.model import LSTMGenerator
-from deeporb.stages.encode import encode_session
 from deeporb.stages.sample import RenderConfig, SampleConfig, sample
 
 VOICES = ("soprano", "alto", "tenor", "bass")  # top-down, as the data module orders them
@@ -398,21 +396,9 @@ def test_a_model_trained_briefly_on_fills_writes_each_part_of_a_gap_as_that_part
     an untrained one scatters pitches and lengths."""
     for i in range(40):
         two_scale_piece(tmp_path / "midi" / f"tune{i:02d}.mid", seed=i)
-    encode_session(midi_dir=str(tmp_path / "midi"), session="scales", sessions_dir=str(tmp_path / "sessions"),
-                   workers=1)
-    dm = SessionDataModule("scales", str(tmp_path / "sessions"), seq_len=160, batch_size=16, transpose=0,
-                           fill_share=0.7)
-    dm.prepare_data()
+    dm, model = train_briefly(tmp_path / "midi", "scales", steps=300, seq_len=160, fill_share=0.7)
     assert dm.vocab.fills
-    pl.seed_everything(0, verbose=False)
-    model = LSTMGenerator(dm.vocab.to_dict(), embed_dim=32, hidden_size=96, num_layers=1, dropout=0.0,
-                          session=dm.session_info())
-    trainer = pl.Trainer(max_steps=300, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu", devices=1, limit_val_batches=0)
-    untrained = LSTMGenerator(dm.vocab.to_dict(), embed_dim=32, hidden_size=96, num_layers=1, dropout=0.0,
-                              session=dm.session_info()).eval()
-    trainer.fit(model, datamodule=dm)
-    model.eval()
+    untrained = small_model(dm).eval()
     primer = load_primer(two_scale_piece(tmp_path / "new.mid", seed=1001), model.vocab, MAX_PRIMER_BARS, "program")
 
     def as_the_part_plays(generator, key, low, high, length) -> tuple[float, float]:

@@ -5,8 +5,8 @@ every 4 bars writes pieces that return to earlier bars, 4 back."""
 from collections import Counter
 
 import numpy as np
-import pytorch_lightning as pl
 from midi_factory import make_midi
+from trained import train_briefly
 
 from deeporb.data.datamodule import SessionDataModule
 from deeporb.encoding.score import decode_score, encode_score, quantize_parts
@@ -21,7 +21,6 @@ from deeporb.encoding.words import (
 from deeporb.evaluation.form import form_piece, piece_form
 from deeporb.generation.compose import Settings, compose
 from deeporb.midi import read_midi
-from deeporb.model import LSTMGenerator
 from deeporb.stages.encode import encode_session
 
 BAR = 4 * 480
@@ -114,16 +113,9 @@ def test_bits_per_note_divides_by_every_note_folded_or_not(tmp_path):
 def test_a_model_trained_briefly_returns_to_the_motif_far_above_chance(tmp_path):
     """In the corpus 3 of 16 bars return (to bar 1, 4 bars back each time) and no other bar
     does, so a model that had not learned the form would return almost never."""
-    sessions = motif_sessions(tmp_path)
-    dm = SessionDataModule("motifs", str(sessions), seq_len=96, batch_size=16, transpose=0)
-    dm.prepare_data()
-    pl.seed_everything(0, verbose=False)
-    model = LSTMGenerator(dm.vocab.to_dict(), embed_dim=32, hidden_size=96, num_layers=1, dropout=0.0,
-                          session=dm.session_info())
-    trainer = pl.Trainer(max_steps=150, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu", devices=1, limit_val_batches=0)
-    trainer.fit(model, datamodule=dm)
-    model.eval()
+    for i in range(40):
+        motif_piece(tmp_path / "midi" / f"tune{i:02d}.mid", seed=100 + i)
+    _, model = train_briefly(tmp_path / "midi", "motifs", steps=150, seq_len=96)
     pieces = compose(model, Settings(bars=16, seed=3, top_p=1.0), num_samples=12)
     forms = [piece_form(form_piece(p.tracks)) for p in pieces]
     rate = np.mean([f["repeat_rate"] for f in forms])

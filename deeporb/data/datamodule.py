@@ -69,8 +69,8 @@ class SessionDataModule(pl.LightningDataModule):
             0: plain windows only, and no fill words in the vocabulary.
         final_bar: a whole piece's last bar opens with the word ``final`` (``bar [ts] final``), so
             the network knows it is writing the bar that ends the piece and learns how pieces end;
-            sampling then ends a piece after the bar the model (or ``bars``) makes final. False:
-            no such word, the vocabulary of older checkpoints.
+            sampling then ends a piece after the bar the model (or ``bars``) makes final. False
+            (the default: at 800 steps it did not help, ``benchmarks/form.py``): no such word.
         val_fraction, test_fraction: split fractions, by piece (see :func:`split_of`).
         encode: how to build a missing session: a ``functools.partial`` of the encode stage
             (:func:`deeporb.stages.encode.encode_session`) with its input, e.g. ``dataset=
@@ -93,7 +93,7 @@ class SessionDataModule(pl.LightningDataModule):
         repeat_bars: int = 16,
         carry_state: bool = False,
         fill_share: float = 0.25,
-        final_bar: bool = True,
+        final_bar: bool = False,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         num_workers: int = 0,
