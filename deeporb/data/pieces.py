@@ -11,7 +11,6 @@ new first bar is kept, so every later bar line falls where it fell.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -85,7 +84,7 @@ def pieces(refs: Iterable[NoteFileRef], config: EncodingConfig) -> Iterator[Piec
         yield Piece(
             source,
             [Track(r, rec, shift_grid(g, steps)) for r, rec, g in zip(group, records, grids, strict=True)],
-            shift_meter(meter, steps),
+            meter.after(steps),
             bars,
             steps,
             float(in_force[-1]),
@@ -98,16 +97,6 @@ def first_sounding_bar(first_onset: int, meter: Meter, config: EncodingConfig) -
     lines, _ = meter.bar_lines(first_onset, config)
     bar = int(np.searchsorted(lines, first_onset, side="right")) - 1
     return int(lines[bar]), bar
-
-
-def shift_meter(meter: Meter, steps: int) -> Meter:
-    """The meter of a piece whose first ``steps`` grid steps (whole bars) were dropped: the
-    signature in force at ``steps`` starts it, later changes move back by ``steps``."""
-    i = bisect.bisect_right(meter.starts, steps) - 1
-    return Meter(
-        [0] + [s - steps for s in meter.starts[i + 1 :]],
-        [meter.signatures[i], *meter.signatures[i + 1 :]],
-    )
 
 
 def shift_grid(grid: GridNotes, steps: int) -> GridNotes:

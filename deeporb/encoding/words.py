@@ -36,6 +36,7 @@ One job, notes <-> words, hence one module of about 500 lines.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -374,6 +375,15 @@ class Meter:
 
     def changes(self, config: EncodingConfig) -> list[tuple[float, int, int]]:
         return [(s / config.resolution, n, d) for s, (n, d) in zip(self.starts, self.signatures, strict=True)]
+
+    def after(self, step: int) -> Meter:
+        """The meter seen from grid step ``step`` (a bar line) on: the signature in force there
+        starts it, later changes move back by ``step`` (a piece whose first bars were dropped,
+        a sample whose primer bars were not kept)."""
+        if not step:
+            return self
+        i = bisect.bisect_right(self.starts, step) - 1
+        return Meter([0] + [s - step for s in self.starts[i + 1 :]], [self.signatures[i], *self.signatures[i + 1 :]])
 
 
 # ---------------------------------------------------------------------------------------

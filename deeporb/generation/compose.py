@@ -155,13 +155,6 @@ def tidy_notes(grid: GridNotes) -> GridNotes:
     return GridNotes(on[back], dur[back], pitch[back], vel[back])
 
 
-def shift_meter(meter: Meter, step: int) -> Meter:
-    """The meter seen from grid step ``step`` on (which is a bar line)."""
-    i = int(np.searchsorted(meter.starts, step, side="right")) - 1
-    starts = [0] + [s - step for s in meter.starts[i + 1 :]]
-    return Meter(starts, [meter.signatures[i], *meter.signatures[i + 1 :]])
-
-
 def seconds_at(quarters: float, tempos: list[tuple[float, float]]) -> float:
     """Quarter-note time -> seconds through a tempo map."""
     total, q0, qpm = 0.0, 0.0, tempos[0][1] if tempos else 120.0
@@ -195,7 +188,7 @@ def rows_to_tracks(
         grid, row_meter = decode_words(vocab.decode_ids(prompt + row), vocab, strict=True)
         meter = meter or row_meter
         tracks.append(_track(key, grid, start_step, vocab, session))
-    return tracks, shift_meter(meter, start_step) if start_step else meter
+    return tracks, meter.after(start_step)
 
 
 def score_to_tracks(
@@ -204,7 +197,7 @@ def score_to_tracks(
     """Score view: one row (prompt + generated, decoded strictly) -> a track per part in ``order``."""
     parts, meter = decode_score(vocab.decode_ids(ids), vocab, strict=True)
     tracks = [_track(key, parts[key], start_step, vocab, session) for key in order]
-    return tracks, shift_meter(meter, start_step) if start_step else meter
+    return tracks, meter.after(start_step)
 
 
 def short_bar_warning(meter: Meter, bars: int, vocab: Vocabulary) -> str | None:
