@@ -97,17 +97,18 @@ def test_bits_per_note(model) -> float:
     return score_lstm(model, seqs, counts=split_note_counts(dm, "test", "tracks")).bits_per_note
 
 
-def measure(run_dir: Path | str, samples: int, seed: int = 0) -> dict:
-    """The figures of one model: a run folder, or a name such as ``pretrained:bach_chorales``."""
+def measure(run_dir: Path | str, samples: int, seed: int = 0, top_p: float = Settings.top_p) -> dict:
+    """The figures of one model: a run folder, or a name such as ``pretrained:bach_chorales``;
+    its pieces drawn with nucleus ``top_p`` (1.0: from the model's whole distribution)."""
     model = load_generator(run_dir)
     facts = facts_of(model)
     reference = reference_pieces(facts, "test")
     ref_forms = [piece_form(p, resolution=facts.encoding.resolution) for p in reference]
     longest = int(max(f["bars"] for f in ref_forms))
     bars = min(128, 2 * longest)
-    whole = compose(model, Settings(bars=bars, min_bars=4, seed=1 + 10 * seed), samples)
+    whole = compose(model, Settings(bars=bars, min_bars=4, seed=1 + 10 * seed, top_p=top_p), samples)
     form = compare_form_samples(whole, facts)
-    long = compose(model, Settings(bars=64, min_bars=64, seed=2 + 10 * seed), samples)
+    long = compose(model, Settings(bars=64, min_bars=64, seed=2 + 10 * seed, top_p=top_p), samples)
     long_form = compare_form_samples(long, facts)["samples"]
     sections = [s for f in ref_forms for s in f["key_consistency_sections"] if math.isfinite(s)]
     timing = {}
@@ -205,6 +206,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed; the samples' seeds follow it")
     parser.add_argument("--parallel", type=int, default=2, choices=(1, 2))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--top-p", type=float, default=Settings.top_p,
+                        help="nucleus of the measured pieces (default: the sampler's; 1.0: the model's whole distribution)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the section from OUT/results.json")
     parser.add_argument("--also", nargs="*", default=[], metavar="CKPT",
                         help="more models to measure beside their corpus's variants, e.g. pretrained:bach_chorales")
@@ -231,10 +234,11 @@ def main() -> None:
         results.setdefault(corpus, {})
         for variant in args.variants:
             print(f"  {corpus}/{variant}: measuring ...", flush=True)
-            results[corpus][variant] = measure(out / corpus / variant, args.samples, args.seed)
+            results[corpus][variant] = measure(out / corpus / variant, args.samples, args.seed, args.top_p)
     for ckpt in args.also:
         print(f"  {ckpt}: measuring ...", flush=True)
-        results.setdefault(facts_of(load_generator(ckpt)).names[0], {})[ckpt] = measure(ckpt, args.samples)
+        results.setdefault(facts_of(load_generator(ckpt)).names[0], {})[ckpt] = measure(ckpt, args.samples,
+                                                                                         top_p=args.top_p)
     results = {c: dict(sorted(results[c].items(), key=lambda kv: list(VARIANTS).index(kv[0])
                               if kv[0] in VARIANTS else len(VARIANTS))) for c in results}  # variants first
     saved.write_text(json.dumps(results, indent=1, default=float))
