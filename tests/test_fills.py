@@ -186,9 +186,9 @@ def test_training_fill_examples_fit_the_window_and_hold_every_hole_they_mark(cho
 # sampling a fill
 
 
-def fill_model(seed: int = 0, keys=VOICES) -> LSTMGenerator:
+def fill_model(seed: int = 0, keys=VOICES, final_bar: bool = False) -> LSTMGenerator:
     torch.manual_seed(seed)
-    vocab = Vocabulary(EncodingConfig(), keys, (), 16, True)
+    vocab = Vocabulary(EncodingConfig(), keys, (), 16, True, final_bar)
     session = {"view": "score", "qpm_median": 100.0, "time_signatures": {"4/4": 2}, "instrument_key": "name",
                "instruments": {k: {"program": 52, "is_drum": False} for k in keys}}
     return LSTMGenerator(vocab.to_dict(), embed_dim=16, hidden_size=32, num_layers=1, dropout=0.0,
@@ -207,9 +207,9 @@ def notes_outside(tracks, name: str, lines: np.ndarray, bars: range) -> list[tup
     return sorted(out)
 
 
-@pytest.mark.parametrize("where", ["start", "middle", "end"])
-def test_a_fill_keeps_every_note_outside_the_gap_exactly_as_the_file_had_it(chorale_midi_dir, where):
-    model = fill_model()
+@pytest.mark.parametrize(("where", "final_bar"), [("start", False), ("middle", False), ("end", False), ("end", True)])
+def test_a_fill_keeps_every_note_outside_the_gap_exactly_as_the_file_had_it(chorale_midi_dir, where, final_bar):
+    model = fill_model(final_bar=final_bar)  # with `final`, the piece's last bar says so before the fill
     path = sorted(chorale_midi_dir.glob("*.mid"))[1]
     primer = load_primer(path, model.vocab, MAX_PRIMER_BARS, "name")
     n = primer.bars
@@ -231,12 +231,14 @@ def test_a_fill_keeps_every_note_outside_the_gap_exactly_as_the_file_had_it(chor
     assert len({tuple(p.tracks[1].notes["pitch"]) for p in pieces}) > 1  # three samples, drawn afresh
 
 
-@pytest.mark.parametrize("candidates", [1, 6])
-def test_the_words_a_fill_writes_give_the_parts_it_keeps_note_for_note_at_their_onsets(chorale_midi_dir, candidates):
+@pytest.mark.parametrize(("candidates", "final_bar"), [(1, False), (6, False), (1, True)])
+def test_the_words_a_fill_writes_give_the_parts_it_keeps_note_for_note_at_their_onsets(chorale_midi_dir, candidates,
+                                                                                        final_bar):
     """The fill's bars are written whole: the kept parts' notes stand in them as the primer has
     them (given to the sampler word by word), the asked parts are the model's, also when one
-    fill is drawn among several candidates."""
-    model = fill_model(seed=3)
+    fill is drawn among several candidates, and with `final` (a harmonized piece's last bar is
+    final, as the sampler makes bar `bars`)."""
+    model = fill_model(seed=3, final_bar=final_bar)
     primer = load_primer(sorted(chorale_midi_dir.glob("*.mid"))[3], model.vocab, MAX_PRIMER_BARS, "name")
     for fill in (Fill(parts=["alto", "tenor", "bass"], candidates=candidates),
                  Fill(parts=["tenor"], bars=[2, 5], candidates=candidates)):
@@ -244,7 +246,9 @@ def test_the_words_a_fill_writes_give_the_parts_it_keeps_note_for_note_at_their_
         gap = planned.gap
         start, end = gap.bars[0] * 48, (gap.bars[-1] + 1) * 48  # 4/4
         for prompt, row in zip(planned.prompts, generate_plans(model, [planned])[0], strict=True):
-            written, _ = decode_score(model.vocab.decode_ids(prompt + row), model.vocab, strict=True)
+            words = model.vocab.decode_ids(prompt + row)
+            written, _ = decode_score(words, model.vocab, strict=True)
+            assert words.count("final") == int(final_bar and (gap.bars[-1] + 2 >= primer.bars or fill.bars is None))
             for voice in VOICES:
                 g = written[voice]
                 inside = GridNotes(*(getattr(g, c)[(g.onset >= start) & (g.onset < end)] for c in GRID_COLUMNS))
