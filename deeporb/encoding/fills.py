@@ -9,7 +9,8 @@ bars taken out and written after what follows them:
 
 * A **hole** bar (``bar [ts] hole``) holds nothing: its notes come later.
 * The piece goes on :data:`LOOKAHEAD` bars past the last hole (what the fill is written
-  towards; where that reaches the piece's last bar, it says ``final`` as in a plain row), then ``fill`` names the parts of the piece (a header of its own, in score order) and
+  towards; where that reaches the piece's last bar, it says ``final`` as in a plain row), then
+  ``fill`` names the parts of the piece (a header of its own, in score order) and
   writes one whole bar per hole, in order, each as long as its hole, every part in score order.
   A bar of the gap equal to one up to ``repeat_bars`` back in the piece (before the gap, or
   earlier in it) is ``bar rep_K``, as in a plain row.

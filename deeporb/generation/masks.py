@@ -150,7 +150,7 @@ class Grammar:
         self.flipped = torch.tensor([op == ">=" for _, op, _ in tests], device=device)
         self.flag_weights = 2 ** torch.arange(len(tests), device=device)
         self.flag_combinations = 2 ** len(tests)
-        self.room = self.flag_names.index("room")
+        self.room, self.may_stop = self.flag_names.index("room"), self.flag_names.index("may_stop")
         self.min_target = None
         # bars a row must hold for a word to end it (policy): <eos> always, bar from target on
         self.ends_from = torch.full((len(vocab),), torch.iinfo(torch.long).max, device=device)
@@ -261,7 +261,7 @@ class Grammar:
     def _final_bar(self, s: GrammarState, allowed: torch.Tensor, target: int, flags: torch.Tensor) -> None:
         """Policy: ``final`` from bar ``min_target`` on (``may_stop``), and bar ``target`` is final
         (``target`` 0: no bar is asked for, as while reading a header)."""
-        allowed[:, self.final_id] &= flags[:, self.flag_names.index("may_stop")]
+        allowed[:, self.final_id] &= flags[:, self.may_stop]
         if target < 1:
             return
         last = allowed[:, self.final_id] & (s.values[:, self.col["bars"]] >= target)
