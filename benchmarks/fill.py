@@ -449,6 +449,26 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def harmonize_only(ckpt: str, args, out: Path) -> None:
+    """The harmonization table for one checkpoint that fills (a bundled model, a run), on its
+    own held-out chorales: the figures a user of that model gets, at its own budget."""
+    model = load_generator(ckpt)
+    if not model.vocab.fills:
+        raise SystemExit(f"{ckpt} has no fill words: it cannot harmonize")
+    pieces = held_out_pieces(datamodule_for(facts_of(model)))[: args.pieces]
+    folder = out / "primers"
+    folder.mkdir(parents=True, exist_ok=True)
+    h = harmonize(model, pieces, args.samples, folder, args.candidates)
+    (out / "harmonization.json").write_text(json.dumps({"checkpoint": ckpt, **h}, indent=1, default=float) + "\n")
+    rows = [("Bach's four voices", "bach"), (f"soprano + {ckpt}'s alto/tenor/bass", "fills"),
+            (f"the same, one of `fill.candidates={h['candidates']}`", "fills_candidates"), ("shuffled voices", "shuffled")]
+    print(f"{h['pieces']} held-out chorales ({h['skipped']} skipped), {h['samples']} samples each")
+    for label, key in rows:
+        if key in h:
+            print(f"  {label}: " + ", ".join(f"{name} {h[key][name]:.3f}" for name in ("cross_part_consonance",
+                                                                                    "key_consistency")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=6.0, help="training budget per model")
@@ -461,6 +481,9 @@ def main() -> None:
     parser.add_argument("--fill-share", type=float, default=None, help="data.fill_share of the fills model (default: the config's)")
     parser.add_argument("--attention-heads", type=int, default=0,
                         help="model.attention_heads of the fills model (0: none, the default model)")
+    parser.add_argument("--harmonize-only", metavar="CKPT", default=None,
+                        help="only the harmonization, by this checkpoint (e.g. pretrained:bach_chorales): "
+                             "printed and written to OUT/harmonization.json, no training, no section")
     parser.add_argument("--report-only", action="store_true", help="rewrite the section from OUT/results.json")
     training_options(parser, "outputs/benchmarks/fill")
     args = parser.parse_args()
@@ -472,6 +495,9 @@ def main() -> None:
             write_section("fill", text)
         return
     use_threads(args.threads)
+    if args.harmonize_only:
+        harmonize_only(args.harmonize_only, args, out)
+        return
     t0 = time.perf_counter()
     print("encoding the Bach chorales", flush=True)
     run([sys.executable, "encode.py", "dataset=bach_chorales", "progress=false"], out / "encode.log")
