@@ -122,12 +122,14 @@ def test_resume_continues_the_step_count_and_the_optimizer(short_run, chorale_se
 
 def test_a_checkpoint_with_its_parts_in_key_order_resumes_and_evaluates_in_that_order(chorale_sessions_dir, tmp_path):
     """Checkpoints trained before parts stood top-down hold them by key: resuming one, and
-    evaluating it, reads the data in its order (the sessions now say top-down)."""
+    evaluating it, reads the data in its order (the sessions now say top-down). Its other
+    vocabulary settings (here a marked last bar and no repeated bars) come with it too."""
     keyed = ["alto", "bass", "soprano", "tenor"]
-    run(tmp_path / "a", chorale_sessions_dir, "data.score_order=[alto,bass,soprano,tenor]", "trainer.max_steps=2",
-        "trainer.val_check_interval=2", "test=false")
+    run(tmp_path / "a", chorale_sessions_dir, "data.score_order=[alto,bass,soprano,tenor]", "data.final_bar=true",
+        "data.repeat_bars=0", "trainer.max_steps=2", "trainer.val_check_interval=2", "test=false")
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=True)["hyper_parameters"]["vocab"]["instruments"] == keyed
+    vocab = torch.load(last, weights_only=True)["hyper_parameters"]["vocab"]
+    assert vocab["instruments"] == keyed and vocab.get("final_bar") and not vocab.get("repeat_bars")
     run(tmp_path / "b", chorale_sessions_dir, f"ckpt_path={last}", "trainer.max_steps=4", "trainer.val_check_interval=2",
         "test=false")
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["global_step"] == 4

@@ -123,6 +123,11 @@ class LastCheckpointAtEnd(pl.Callback):
 # checkpoints
 
 
+# the data settings that make a vocabulary (beside the sessions and instruments): a resumed run
+# takes them from its checkpoint, since its weights fit no other
+VOCABULARY_SETTINGS = ("score_order", "repeat_bars", "final_bar")
+
+
 def check_compatible(hparams: dict, vocab: Vocabulary, ckpt_path: str, model_cfg: DictConfig | None) -> None:
     """A checkpoint must share the data's vocabulary (and, to resume, the model's sizes)."""
     theirs = Vocabulary.from_dict(hparams["vocab"])
@@ -254,8 +259,9 @@ def train(cfg: DictConfig) -> float | None:
         raise UserError("train=false needs ckpt_path=PATH to the checkpoint to evaluate")
 
     data_cfg = data_config_from_checkpoint(cfg, facts(hparams)) if (hparams and not cfg.train) else cfg.data
-    if hparams and not data_cfg.get("score_order"):  # resuming too: the checkpoint's part order
-        data_cfg = OmegaConf.merge(data_cfg, {"score_order": facts(hparams).data_settings()["score_order"]})
+    if hparams and cfg.train:  # resuming: the data settings its vocabulary was made from
+        settings = facts(hparams).data_settings()
+        data_cfg = OmegaConf.merge(data_cfg, {k: settings[k] for k in VOCABULARY_SETTINGS})
     datamodule = instantiate(data_cfg, _convert_="all")
     datamodule.prepare_data()
     vocab = datamodule.vocab
